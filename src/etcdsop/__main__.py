@@ -1,0 +1,3 @@
+from etcdsop.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""The command line: parse options, call one core function, map errors to exit codes.
+
+Heavy modules (paramiko, cryptography, urllib3, yaml) are imported inside the
+commands so that `etcdsop --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from etcdsop.errors import EtcdsopError
+
+if TYPE_CHECKING:
+    from etcdsop.console import RichReporter
+    from etcdsop.model import Inventory
+    from etcdsop.ops.common import Context, RunOptions
+
+app = typer.Typer(
+    name="etcdsop",
+    help="Run the whole life of an etcd cluster over SSH, from a Pigsty inventory.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+    add_completion=False,
+    rich_markup_mode=None,
+)
+sandbox_app = typer.Typer(help="Local test hosts: systemd-nspawn containers with sshd and etcd.",
+                          no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+# -- shared options -------------------------------------------------------------------
+InventoryOpt = Annotated[Path, typer.Option(
+    "-i", "--inventory", envvar="ETCDSOP_INVENTORY",
+    help="Pigsty/Ansible YAML inventory (env ETCDSOP_INVENTORY).")]
+ExtraOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045 (typer needs Optional)
+    "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable).")]
+LimitOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable).")]
+ForksOpt = Annotated[int, typer.Option("-f", "--forks", min=1, help="Hosts handled at once.")]
+PkiOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    "--pki-dir", help="Certificates dir [default: files/pki beside the inventory].")]
+StrictOpt = Annotated[bool, typer.Option(
+    "--strict-host-keys", help="Refuse hosts whose key is not in known_hosts yet.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show remote commands.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=1, help="Seconds to wait for etcd to become healthy.")]
+DEFAULT_INVENTORY = Path("pigsty.yml")
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    """The one place where exceptions become exit codes (see README, 'Exit codes')."""
+    from etcdsop.console import print_error
+
+    try:
+        yield
+    except EtcdsopError as exc:
+        print_error(exc.message, exc.details)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print_error("aborted by the user")
+        raise typer.Exit(130) from None
+
+
+def _load(inventory: Path, extra: list[str] | None) -> Inventory:
+    from etcdsop.inventory import load_inventory, parse_extra_vars
+
+    extra_vars = parse_extra_vars(extra or [], Path.cwd())
+    return load_inventory(inventory, extra_vars)
+
+
+def _context(
+    inv: Inventory, options: RunOptions, verbose: bool, quiet: bool
+) -> tuple[Context, RichReporter]:
+    from etcdsop.console import RichReporter
+    from etcdsop.ops.common import Context
+
+    reporter = RichReporter(verbose=verbose, quiet=quiet)
+    return Context(inv, options, reporter), reporter
+
+
+def _options(**kwargs: Any) -> RunOptions:
+    from etcdsop.ops.common import RunOptions
+
+    limit = kwargs.pop("limit", None) or []
+    return RunOptions(limit=tuple(limit), **kwargs)
+
+
+def _with_context(
+    inventory: Path, extra: list[str] | None, verbose: bool, quiet: bool, fn: Callable[..., Any],
+    **option_kwargs: Any,
+) -> Any:
+    inv = _load(inventory, extra)
+    ctx, reporter = _context(inv, _options(**option_kwargs), verbose, quiet)
+    try:
+        return fn(ctx, reporter)
+    finally:
+        ctx.close()
+
+
+# -- commands -------------------------------------------------------------------------
+@app.command()
+def create(
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    limit: LimitOpt = None,
+    forks: ForksOpt = 16,
+    pki_dir: PkiOpt = None,
+    strict_host_keys: StrictOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Create the cluster, or converge it to the inventory (Pigsty's etcd.yml)."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import print_json
+        from etcdsop.ops.create import create as run_create
+
+        def go(ctx: Context, reporter: RichReporter) -> None:
+            result = run_create(ctx.inventory, ctx.options, ctx)
+            if json_output:
+                print_json(result.to_json())
+            verb = "would change" if dry_run else "changed"
+            changed = [p.member.ip for p in result.plans if p.changed]
+            reporter.summary(
+                f"cluster {result.cluster}: {len(changed)} host(s) {verb}"
+                f"{', no restart' if not result.restarted else ''}"
+            )
+
+        _with_context(inventory, extra_vars, verbose, False, go, limit=limit, forks=forks,
+                      pki_dir=pki_dir, strict_host_keys=strict_host_keys, dry_run=dry_run,
+                      wait_timeout=timeout)
+
+
+@app.command()
+def status(
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    pki_dir: PkiOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Members, leader, raft state, health and quorum; exit 2 when unhealthy."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import print_json, status_table
+        from etcdsop.ops.status import status as run_status
+
+        def go(ctx: Context, reporter: RichReporter) -> bool:
+            result = run_status(ctx)
+            if json_output:
+                print_json(result.to_json())
+            else:
+                status_table(result)
+            return result.healthy
+
+        healthy = _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
+    if not healthy:
+        raise typer.Exit(2)
+
+
+@app.command("inventory")
+def inventory_cmd(
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    limit: LimitOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show the resolved etcd members and their variables (secrets masked); no host touched."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import out, print_json
+        from etcdsop.inventory import masked_vars, select
+
+        inv = _load(inventory, extra_vars)
+        members = select(inv, limit or None)
+        data = {
+            "inventory": str(inv.path),
+            "cluster": inv.cluster,
+            "members": [
+                {"ip": m.ip, "name": m.name, "peer_url": m.peer_url, "client_url": m.client_url,
+                 "vars": masked_vars(m.vars)}
+                for m in members
+            ],
+            "pg_clusters": [
+                {"name": c.name, "group": c.group, "hosts": list(c.hosts),
+                 "namespace": c.namespace}
+                for c in inv.pg_clusters
+            ],
+        }
+        if json_output:
+            print_json(data)
+            return
+        out.print(f"inventory {inv.path}: etcd cluster [bold]{inv.cluster}[/]")
+        for m in members:
+            out.print(f"  {m.name:<12} {m.ip:<16} peer {m.peer_url}  client {m.client_url}"
+                      f"  data {m.data_dir}  init {m.init}{'  learner' if m.learner else ''}")
+        for c in inv.pg_clusters:
+            out.print(f"  postgres {c.name}: {', '.join(c.hosts)}")
+
+
+# -- sandbox --------------------------------------------------------------------------
+@sandbox_app.command("up")
+def sandbox_up(
+    count: Annotated[int, typer.Argument(min=1, max=40, help="How many hosts.")] = 3,
+) -> None:
+    """Boot COUNT local hosts and write an inventory for them."""
+    with _errors_to_exit_codes():
+        from etcdsop import sandbox
+        from etcdsop.console import err, out
+
+        sandbox.check_supported()
+        hosts = sandbox.up(count, progress=lambda line: err.print(f"  {line}"))
+        paths = sandbox.paths()
+        for h in hosts:
+            out.print(f"{h.name:<14} {h.ip:<14} {'running' if h.running else 'stopped'}")
+        out.print(f"inventory: {paths.inventory}")
+
+
+@sandbox_app.command("down")
+def sandbox_down() -> None:
+    """Power off and remove every sandbox host (the base image cache is kept)."""
+    with _errors_to_exit_codes():
+        from etcdsop import sandbox
+        from etcdsop.console import err
+
+        sandbox.check_supported()
+        sandbox.down(progress=lambda line: err.print(f"  {line}"))
+
+
+@sandbox_app.command("status")
+def sandbox_status() -> None:
+    """List sandbox hosts."""
+    with _errors_to_exit_codes():
+        from etcdsop import sandbox
+        from etcdsop.console import out
+
+        for h in sandbox.status():
+            out.print(f"{h.name:<14} {h.ip:<14} {'running' if h.running else 'stopped'}")
+
+
+def main() -> None:
+    if os.environ.get("ETCDSOP_DEBUG"):
+        os.environ.setdefault("_TYPER_STANDARD_TRACEBACK", "1")
+    app()

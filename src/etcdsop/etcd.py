@@ -1,0 +1,333 @@
+"""A small typed client for etcd's v3 JSON gateway (as Patroni uses it), over urllib3.
+
+Only what etcdsop needs: cluster membership, maintenance status, auth admin, kv.
+Keys and values are base64 on the wire; 64-bit ids are decimal strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from etcdsop.errors import ClusterError, InputError
+
+
+class EtcdApiError(ClusterError):
+    """etcd answered with an error (gRPC code + message)."""
+
+    def __init__(self, endpoint: str, code: int, message: str) -> None:
+        super().__init__(f"{endpoint}: etcd error: {message}")
+        self.endpoint = endpoint
+        self.code = code
+        self.etcd_message = message
+
+
+class EtcdUnreachable(ClusterError):
+    """No answer (connection refused, TLS failure, timeout)."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_cert: Path
+    client_cert: Path
+    client_key: Path
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    id: int
+    name: str  # empty while the member has not started
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+    @property
+    def started(self) -> bool:
+        return bool(self.name)
+
+    @property
+    def hex_id(self) -> str:
+        return f"{self.id:x}"
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: str
+    member_id: int
+    leader: int
+    version: str
+    db_size: int
+    raft_term: int
+    raft_index: int
+    is_learner: bool
+    latency_ms: float
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _prefix_end(prefix: str) -> bytes:
+    """The range end that selects every key starting with `prefix` (etcd's rule)."""
+    raw = bytearray(prefix.encode())
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[: i + 1])
+    return b"\0"
+
+
+def parse_member(raw: dict[str, Any]) -> MemberInfo:
+    return MemberInfo(
+        id=int(raw.get("ID", 0)),
+        name=str(raw.get("name", "")),
+        peer_urls=tuple(raw.get("peerURLs", ())),
+        client_urls=tuple(raw.get("clientURLs", ())),
+        is_learner=bool(raw.get("isLearner", False)),
+    )
+
+
+class EtcdClient:
+    """Talks to the given endpoints, first one that answers wins.
+
+    Authenticates lazily with user/password when given; an `auth not enabled`
+    answer means we simply go on without a token. The token is refreshed once on
+    `invalid auth token` (simple tokens expire after ~5 min).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        tls: TlsFiles,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not endpoints:
+            raise InputError("no etcd endpoint to talk to")
+        self.endpoints = list(endpoints)
+        self.user = user
+        self._password = password
+        self._token: str | None = None
+        self._auth_checked = False
+        self._timeout = timeout
+        self._pool = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(tls.ca_cert),
+            cert_file=str(tls.client_cert),
+            key_file=str(tls.client_key),
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(timeout, 3.0), read=timeout),
+        )
+        self.tls = tls
+
+    def for_endpoints(self, endpoints: Sequence[str]) -> EtcdClient:
+        """A client with the same credentials aimed at other endpoints."""
+        other = EtcdClient(
+            endpoints, self.tls, user=self.user, password=self._password, timeout=self._timeout
+        )
+        other._pool = self._pool
+        other._token = self._token
+        other._auth_checked = self._auth_checked
+        return other
+
+    # -- transport -----------------------------------------------------------------
+    def _post_one(self, endpoint: str, path: str, body: dict[str, Any], auth: bool) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth and self._token:
+            headers["Authorization"] = self._token
+        try:
+            resp = self._pool.request(
+                "POST", endpoint + path, body=json.dumps(body).encode(), headers=headers
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})") from exc
+        try:
+            data = json.loads(resp.data or b"{}")
+        except ValueError as exc:
+            raise EtcdUnreachable(f"{endpoint}: not an etcd answer (HTTP {resp.status})") from exc
+        if resp.status != 200 or ("code" in data and data.get("code")):
+            message = str(data.get("message") or data.get("error") or f"HTTP {resp.status}")
+            raise EtcdApiError(endpoint, int(data.get("code", 0) or 0), message)
+        return data
+
+    def call(
+        self, path: str, body: dict[str, Any] | None = None, *, endpoint: str | None = None
+    ) -> Any:
+        """POST to one endpoint (or the first that answers), authenticating as needed."""
+        body = body or {}
+        targets = [endpoint] if endpoint else self.endpoints
+        errors: list[str] = []
+        for target in targets:
+            try:
+                self._ensure_token(target)
+                try:
+                    return self._post_one(target, path, body, auth=True)
+                except EtcdApiError as exc:
+                    if "invalid auth token" not in exc.etcd_message or not self.user:
+                        raise
+                    self._token = None
+                    self._auth_checked = False
+                    self._ensure_token(target)
+                    return self._post_one(target, path, body, auth=True)
+            except EtcdUnreachable as exc:
+                errors.append(exc.message)
+        raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
+
+    def _ensure_token(self, endpoint: str) -> None:
+        if self._auth_checked or not self.user:
+            return
+        try:
+            data = self._post_one(
+                endpoint,
+                "/v3/auth/authenticate",
+                {"name": self.user, "password": self._password or ""},
+                auth=False,
+            )
+            self._token = str(data["token"])
+        except EtcdApiError as exc:
+            if "authentication is not enabled" not in exc.etcd_message:
+                raise
+            self._token = None
+        self._auth_checked = True
+
+    def reset_auth(self) -> None:
+        """Forget the token (after auth was enabled or the password changed)."""
+        self._token = None
+        self._auth_checked = False
+
+    # -- cluster -------------------------------------------------------------------
+    def member_list(self, *, endpoint: str | None = None) -> list[MemberInfo]:
+        return self.member_list_with_cluster(endpoint=endpoint)[1]
+
+    def member_list_with_cluster(
+        self, *, endpoint: str | None = None
+    ) -> tuple[int, list[MemberInfo]]:
+        """(cluster id, members): the id tells clusters apart when several answer."""
+        data = self.call("/v3/cluster/member/list", {}, endpoint=endpoint)
+        cluster_id = int(data.get("header", {}).get("cluster_id", 0))
+        return cluster_id, [parse_member(m) for m in data.get("members", [])]
+
+    def member_add(self, peer_urls: Iterable[str], *, learner: bool) -> MemberInfo:
+        data = self.call(
+            "/v3/cluster/member/add", {"peerURLs": list(peer_urls), "isLearner": learner}
+        )
+        return parse_member(data["member"])
+
+    def member_remove(self, member_id: int, *, endpoint: str | None = None) -> None:
+        self.call("/v3/cluster/member/remove", {"ID": str(member_id)}, endpoint=endpoint)
+
+    def member_promote(self, member_id: int, *, endpoint: str | None = None) -> None:
+        self.call("/v3/cluster/member/promote", {"ID": str(member_id)}, endpoint=endpoint)
+
+    # -- maintenance ---------------------------------------------------------------
+    def status(self, endpoint: str) -> EndpointStatus:
+        started = time.monotonic()
+        data = self.call("/v3/maintenance/status", {}, endpoint=endpoint)
+        latency = (time.monotonic() - started) * 1000
+        header = data.get("header", {})
+        return EndpointStatus(
+            endpoint=endpoint,
+            member_id=int(header.get("member_id", 0)),
+            leader=int(data.get("leader", 0)),
+            version=str(data.get("version", "")),
+            db_size=int(data.get("dbSize", 0)),
+            raft_term=int(data.get("raftTerm", header.get("raft_term", 0))),
+            raft_index=int(data.get("raftIndex", 0)),
+            is_learner=bool(data.get("isLearner", False)),
+            latency_ms=latency,
+        )
+
+    def health(self, endpoint: str) -> bool:
+        """etcd's own /health verdict (not protected by RBAC): true only with a leader."""
+        try:
+            resp = self._pool.request("GET", endpoint + "/health")
+            return resp.status == 200 and json.loads(resp.data).get("health") in ("true", True)
+        except (urllib3.exceptions.HTTPError, ValueError):
+            return False
+
+    # -- auth ----------------------------------------------------------------------
+    def auth_enabled(self, endpoint: str | None = None) -> bool:
+        """3.4 has no AuthStatus: an unauthenticated call tells us (etcd-rules.md)."""
+        try:
+            self._post_one(
+                endpoint or self.endpoints[0],
+                "/v3/kv/range",
+                {"key": _b64("etcdsop-auth-probe")},
+                auth=False,
+            )
+        except EtcdApiError as exc:
+            if "user name is empty" in exc.etcd_message or "permission denied" in exc.etcd_message:
+                return True
+            raise
+        return False
+
+    def role_add(self, name: str) -> bool:
+        """Add a role; False when it already exists."""
+        return self._add_if_missing("/v3/auth/role/add", {"name": name}, "role name already exists")
+
+    def user_add(self, name: str, password: str) -> bool:
+        return self._add_if_missing(
+            "/v3/auth/user/add", {"name": name, "password": password}, "user name already exists"
+        )
+
+    def user_change_password(self, name: str, password: str) -> None:
+        self.call("/v3/auth/user/changepw", {"name": name, "password": password})
+
+    def user_grant_role(self, user: str, role: str) -> None:
+        self.call("/v3/auth/user/grant", {"user": user, "role": role})
+
+    def user_roles(self, user: str) -> list[str]:
+        data = self.call("/v3/auth/user/get", {"name": user})
+        return list(data.get("roles", []))
+
+    def auth_enable(self) -> None:
+        self.call("/v3/auth/enable", {})
+        self.reset_auth()
+
+    def _add_if_missing(self, path: str, body: dict[str, Any], exists_message: str) -> bool:
+        try:
+            self.call(path, body)
+        except EtcdApiError as exc:
+            if exists_message in exc.etcd_message:
+                return False
+            raise
+        return True
+
+    # -- kv ------------------------------------------------------------------------
+    def put(self, key: str, value: str | bytes) -> None:
+        self.call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+    def get(self, key: str) -> bytes | None:
+        data = self.call("/v3/kv/range", {"key": _b64(key)})
+        kvs = data.get("kvs", [])
+        return _unb64(kvs[0].get("value", "")) if kvs else None
+
+    def get_prefix(self, prefix: str) -> dict[str, bytes]:
+        data = self.call(
+            "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+        )
+        return {
+            _unb64(kv["key"]).decode(): _unb64(kv.get("value", "")) for kv in data.get("kvs", [])
+        }
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    reason = getattr(exc, "reason", None)
+    if reason is not None:
+        text = str(reason)
+    return text if len(text) < 160 else text[:157] + "..."

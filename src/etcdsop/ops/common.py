@@ -1,0 +1,202 @@
+"""What every command shares: options, SSH hosts, the admin etcd client, cluster probes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etcdsop.errors import ClusterError
+from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdUnreachable, MemberInfo, TlsFiles
+from etcdsop.events import Reporter
+from etcdsop.model import Inventory, Member
+from etcdsop.remote import RemoteHost, SshOptions, run_parallel
+
+if TYPE_CHECKING:
+    from etcdsop.pki import Pki
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    limit: tuple[str, ...] = ()
+    forks: int = 16
+    pki_dir: Path | None = None
+    strict_host_keys: bool = False
+    wait_timeout: float = 60.0
+    dry_run: bool = False
+    ssh_config: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The live cluster as the inventory's endpoints see it."""
+
+    cluster_id: int | None = None
+    members: tuple[MemberInfo, ...] = ()
+    answered: frozenset[str] = field(default_factory=frozenset)  # IPs serving this cluster
+    foreign: frozenset[str] = field(default_factory=frozenset)  # IPs serving another one
+
+    @property
+    def live(self) -> bool:
+        return self.cluster_id is not None
+
+    def voter_endpoints(self) -> list[str]:
+        return [u for m in self.members if m.started and not m.is_learner for u in m.client_urls]
+
+
+class Context:
+    """Per-run state: lazily opened SSH connections and the admin etcd client."""
+
+    def __init__(self, inventory: Inventory, options: RunOptions, report: Reporter) -> None:
+        self.inventory = inventory
+        self.options = options
+        self.report = report
+        self.ssh = SshOptions(
+            strict_host_keys=options.strict_host_keys,
+            ssh_config=options.ssh_config,
+            log=report.command,
+        )
+        self._hosts: dict[str, RemoteHost] = {}
+        self._pki: Pki | None = None
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.options.pki_dir or self.inventory.files_dir / "pki"
+
+    @property
+    def pki(self) -> Pki:
+        if self._pki is None:
+            from etcdsop.pki import Pki
+
+            ca_create = bool(self.inventory.members[0].vars.get("ca_create", True))
+            self._pki = Pki(self.pki_dir, ca_create=ca_create)
+        return self._pki
+
+    # -- SSH -----------------------------------------------------------------------
+    def host(self, member: Member) -> RemoteHost:
+        if member.ip not in self._hosts:
+            self._hosts[member.ip] = RemoteHost(member.ip, member.ssh, self.ssh)
+        return self._hosts[member.ip]
+
+    def connect(self, members: Sequence[Member]) -> None:
+        """Preflight: every host must answer before anything changes anywhere."""
+        self.report.phase(f"connect to {len(members)} host(s)")
+        results = self.parallel(members, lambda m: self.host(m).connect())
+        failed = [r for r in results.values() if isinstance(r, ClusterError)]
+        for member in members:
+            if not isinstance(results[member.ip], ClusterError):
+                self.report.host(member.ip, "connected")
+        if failed:
+            lines = [f.message for f in failed]
+            raise ClusterError(
+                f"{len(failed)} host(s) unreachable, nothing was changed: " + "; ".join(lines)
+            )
+
+    def parallel(
+        self, members: Iterable[Member], action: Callable[[Member], object]
+    ) -> dict[str, object]:
+        return run_parallel(members, action, forks=self.options.forks, key=lambda m: m.ip)
+
+    def close(self) -> None:
+        for host in self._hosts.values():
+            host.close()
+
+    # -- etcd API ------------------------------------------------------------------
+    def tls_files(self) -> TlsFiles | None:
+        """The admin client's files, or None when they do not exist (yet)."""
+        tls = TlsFiles(
+            ca_cert=self.pki_dir / "ca" / "ca.crt",
+            client_cert=self.pki_dir / "etcdsop" / "admin.crt",
+            client_key=self.pki_dir / "etcdsop" / "admin.key",
+        )
+        exists = all(p.is_file() for p in (tls.ca_cert, tls.client_cert, tls.client_key))
+        return tls if exists else None
+
+    def client(self, endpoints: Sequence[str] | None = None, timeout: float = 5.0) -> EtcdClient:
+        tls = self.tls_files()
+        if tls is None:
+            raise ClusterError(f"no admin certificate under {self.pki_dir}: run etcdsop create")
+        urls = list(endpoints or [m.client_url for m in self.inventory.members])
+        return EtcdClient(
+            urls, tls, user="root", password=self.inventory.root_password, timeout=timeout
+        )
+
+    def probe(self) -> ClusterView:
+        """Ask every inventory member for the member list; group answers by cluster id."""
+        if self.tls_files() is None:
+            return ClusterView()
+        base = self.client(timeout=3.0)
+        answers: dict[str, tuple[int, list[MemberInfo]]] = {}
+
+        def ask(member: Member) -> None:
+            client = base.for_endpoints([member.client_url])
+            try:
+                answers[member.ip] = client.member_list_with_cluster()
+            except EtcdUnreachable:
+                pass
+            except EtcdApiError as exc:
+                if "authentication failed" in exc.etcd_message:
+                    raise ClusterError(
+                        f"{member.ip}: etcd refused the root password from the inventory "
+                        "(etcd_root_password): it differs from the live one"
+                    ) from exc
+                if "user name is empty" not in exc.etcd_message:
+                    raise
+
+        results = self.parallel(self.inventory.members, ask)
+        for value in results.values():
+            if isinstance(value, ClusterError):
+                raise value
+        if not answers:
+            return ClusterView()
+        inventory_peers = {m.peer_url for m in self.inventory.members}
+
+        def weight(cluster_id: int) -> int:
+            # The cluster that knows the most inventory members is ours.
+            members = next(ms for cid, ms in answers.values() if cid == cluster_id)
+            return sum(1 for m in members for u in m.peer_urls if u in inventory_peers)
+
+        best = max({cid for cid, _ in answers.values()}, key=weight)
+        members = next(ms for cid, ms in answers.values() if cid == best)
+        return ClusterView(
+            cluster_id=best,
+            members=tuple(members),
+            answered=frozenset(ip for ip, (cid, _) in answers.items() if cid == best),
+            foreign=frozenset(ip for ip, (cid, _) in answers.items() if cid != best),
+        )
+
+    def wait_healthy(
+        self,
+        members: Sequence[Member],
+        *,
+        timeout: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Bounded poll of etcd's /health on each member (a leader is known)."""
+        if not members:
+            return
+        client = self.client()
+        deadline = time.monotonic() + (timeout or self.options.wait_timeout)
+        pending = list(members)
+        while pending:
+            pending = [m for m in pending if not client.health(m.client_url)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise self.unhealthy_error(pending, timeout or self.options.wait_timeout)
+            sleep(0.2)
+
+    def unhealthy_error(self, members: Sequence[Member], waited: float) -> ClusterError:
+        names = ", ".join(f"{m.name} ({m.ip})" for m in members)
+        details = []
+        for member in members:
+            try:
+                journal = self.host(member).journal_tail("etcd", 15)
+            except ClusterError as exc:
+                journal = f"(journal unavailable: {exc.message})"
+            details.append(f"--- {member.ip} journalctl -u etcd ---\n{journal}")
+        return ClusterError(
+            f"etcd not healthy after {waited:.0f}s on: {names}", details="\n".join(details)
+        )

@@ -1,0 +1,364 @@
+"""`etcdsop create`: converge members to the inventory (what Pigsty's etcd.yml does).
+
+Stages: validate -> connect -> gather -> guard -> plan -> (dry-run stops) -> apply
+-> launch -> RBAC. Planning is pure (plan.py); only apply/launch touch hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from etcdsop.errors import ClusterError, GuardRefused, MemberError
+from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
+from etcdsop.facts import HostFacts, gather
+from etcdsop.guards import create_refusal
+from etcdsop.inventory import select
+from etcdsop.model import DEFAULT_ROOT_PASSWORD, Inventory, Member
+from etcdsop.ops.common import ClusterView, Context, RunOptions
+from etcdsop.plan import HostPlan, find_live, plan_host
+from etcdsop.render import NodeFile, PeerRef, node_dirs, node_files
+
+CERT_PLACEHOLDER = b"(certificate to be issued)\n"
+
+
+@dataclass
+class CreateResult:
+    cluster: str
+    dry_run: bool
+    plans: list[HostPlan] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    joined: list[str] = field(default_factory=list)
+    certificates: list[str] = field(default_factory=list)
+    auth: str = "unchanged"  # "enabled" | "would enable" | "unchanged"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "dry_run": self.dry_run,
+            "hosts": [
+                {
+                    "ip": p.member.ip,
+                    "name": p.member.name,
+                    "install_package": p.install_package,
+                    "files": [{"path": c.path, "change": c.kind} for c in p.changes],
+                    "dirs": [d.path for d in p.dirs],
+                    "service": p.service,
+                    "reasons": list(p.reasons),
+                }
+                for p in self.plans
+            ],
+            "started": self.started,
+            "restarted": self.restarted,
+            "joined": self.joined,
+            "certificates": self.certificates,
+            "auth": self.auth,
+        }
+
+
+def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateResult:
+    targets = select(inventory, options.limit or None)
+    report = ctx.report
+    if inventory.root_password == DEFAULT_ROOT_PASSWORD:
+        report.warn("etcd_root_password is the default 'Etcd.Root': set your own in the inventory")
+    result = CreateResult(cluster=inventory.cluster, dry_run=options.dry_run)
+
+    ctx.connect(targets)
+    report.phase("gather facts")
+    facts = _gather(ctx, targets)
+    view = ctx.probe()
+    _check_guards(targets, facts, view)
+    _check_join(targets, view)
+
+    report.phase("certificates")
+    certs = _certificates(ctx, targets, result)
+    plans = [_plan(ctx, m, facts[m.ip], view, certs) for m in targets]
+    result.plans = plans
+    _report_plans(ctx, plans)
+    if options.dry_run:
+        result.auth = "unknown" if not view.live else "checked at apply"
+        if not view.live:
+            result.auth = "would enable"
+        return result
+
+    report.phase("apply")
+    _apply(ctx, plans)
+    report.phase("launch")
+    _launch(ctx, plans, view, result)
+    report.phase("rbac")
+    result.auth = _ensure_root_auth(ctx.client(), inventory.root_password)
+    report.info(f"auth: {result.auth}")
+    return result
+
+
+# -- stages --------------------------------------------------------------------------
+def _gather(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts]:
+    results = ctx.parallel(targets, lambda m: gather(ctx.host(m), m.data_dir))
+    facts: dict[str, HostFacts] = {}
+    for member in targets:
+        value = results[member.ip]
+        if isinstance(value, ClusterError):
+            raise value
+        assert isinstance(value, HostFacts)
+        facts[member.ip] = value
+        state = value.active if value.etcd_version else "etcd not installed"
+        ctx.report.host(member.ip, f"etcd {value.etcd_version or '-'}, {state}", "info")
+    return facts
+
+
+def _check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView
+                  ) -> None:
+    refusals = []
+    for member in targets:
+        why = create_refusal(
+            member, facts[member.ip], find_live(member, view.members), view.live,
+            foreign_cluster=member.ip in view.foreign,
+        )
+        if why:
+            refusals.append(why)
+    if refusals:
+        raise GuardRefused("refusing to create, nothing was changed: " + refusals[0],
+                           details="\n".join(refusals[1:]) or None)
+
+
+def _check_join(targets: Sequence[Member], view: ClusterView) -> None:
+    joiners = [m for m in targets if find_live(m, view.members) is None and view.live]
+    for member in targets:
+        if member.init == "existing" and not view.live:
+            raise ClusterError(
+                f"host {member.ip}: etcd_init=existing but no member of cluster "
+                f"{member.cluster!r} answers: start the cluster first (etcdsop create)"
+            )
+    pending = [m for m in view.members if not m.started or m.is_learner]
+    if joiners and pending:
+        who = ", ".join(p.name or p.peer_urls[0] for p in pending)
+        raise GuardRefused(
+            f"cluster has a pending member ({who}: unstarted or learner); finish it first "
+            "(etcdsop promote, or remove it) before joining another"
+        )
+
+
+@dataclass(frozen=True)
+class _NodeCert:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
+                  ) -> tuple[bytes, dict[str, _NodeCert]]:
+    pki = ctx.pki
+    if ctx.options.dry_run:
+        reasons = [("CA", pki.plan_ca()), ("admin", pki.plan_admin())]
+        reasons += [(m.name, pki.plan_node(m.name, m.ip)) for m in targets]
+        for name, why in reasons:
+            if why:
+                ctx.report.info(f"certificate {name} would be issued: {why}")
+                result.certificates.append(name)
+        ca_pem = CERT_PLACEHOLDER if pki.plan_ca() else pki.ensure_ca_readonly()
+        nodes: dict[str, _NodeCert] = {}
+        for m in targets:
+            if pki.plan_node(m.name, m.ip):
+                nodes[m.ip] = _NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
+            else:
+                issued = pki.read_node(m.name)
+                nodes[m.ip] = _NodeCert(issued.cert_pem, issued.key_pem)
+        return ca_pem, nodes
+    ca = pki.ensure_ca()
+    admin = pki.ensure_admin()
+    node_certs = {m.ip: pki.ensure_node(m.name, m.ip, m.cert_validity_days) for m in targets}
+    for name, issued in [("CA", ca), ("admin", admin)] + [
+        (m.name, node_certs[m.ip]) for m in targets
+    ]:
+        if issued.issued:
+            ctx.report.info(f"certificate {name} issued: {issued.reason}")
+            result.certificates.append(name)
+    return ca.cert_pem, {ip: _NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
+
+
+def _plan(ctx: Context, member: Member, facts: HostFacts, view: ClusterView,
+          certs: tuple[bytes, dict[str, _NodeCert]]) -> HostPlan:
+    ca_pem, nodes = certs
+    live = find_live(member, view.members)
+    joining = view.live and live is None
+    files = node_files(
+        member,
+        initial_cluster=_initial_cluster(ctx.inventory, member, view, joining),
+        init="existing" if joining else member.init,
+        endpoints=[m.client_url for m in ctx.inventory.members],
+        ca_pem=ca_pem,
+        cert_pem=nodes[member.ip].cert_pem,
+        key_pem=nodes[member.ip].key_pem,
+    )
+    return plan_host(member, files, node_dirs(member), facts, live=live, cluster_live=view.live)
+
+
+def _initial_cluster(inventory: Inventory, member: Member, view: ClusterView, joining: bool
+                     ) -> list[PeerRef]:
+    """New cluster: every inventory member. Joining: the live members plus itself."""
+    if not joining:
+        return [PeerRef(m.name, m.peer_url) for m in inventory.members]
+    refs = [PeerRef(m.name, m.peer_urls[0]) for m in view.members if m.started]
+    refs.append(PeerRef(member.name, member.peer_url))
+    return sorted(refs, key=lambda r: r.peer_url)
+
+
+def _report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
+    for plan in plans:
+        ip = plan.member.ip
+        if not plan.changed:
+            ctx.report.host(ip, "no change", "ok")
+            continue
+        if plan.install_package:
+            ctx.report.host(ip, "install etcd package", "changed")
+        for d in plan.dirs:
+            ctx.report.host(ip, f"directory {d.path} {d.owner}:{d.group} {d.mode:04o}",
+                            "changed")
+        for change in plan.changes:
+            ctx.report.host(ip, f"{change.kind} {change.path}", "changed")
+            if ctx.options.dry_run and change.diff:
+                ctx.report.info(change.diff.rstrip())
+        if plan.service != "none":
+            why = f" ({', '.join(plan.reasons)})" if plan.reasons else ""
+            ctx.report.host(ip, f"etcd: {plan.service}{why}", "changed")
+
+
+# -- apply ---------------------------------------------------------------------------
+def _install_argv(facts_debian: bool) -> list[str]:
+    if facts_debian:
+        return ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                "etcd-server"]
+    return ["sh", "-c", "command -v dnf >/dev/null && exec dnf install -y etcd || "
+            "exec yum install -y etcd"]
+
+
+def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
+    host = ctx.host(plan.member)
+    if plan.install_package:
+        host.run(_install_argv(debian), timeout=600)
+        # Debian's package starts a default single-node etcd: ours replaces it.
+        host.run(["systemctl", "stop", "etcd"], check=False, timeout=90)
+    if plan.create_user:
+        host.run(["useradd", "--system", "--home-dir", "/var/lib/etcd", "--shell",
+                  "/usr/sbin/nologin", "etcd"], check=False)
+    for d in plan.dirs:
+        host.run(["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path])
+    for change in plan.changes:
+        _put(ctx, plan.member, change.file)
+    if plan.daemon_reload:
+        host.run(["systemctl", "daemon-reload"])
+    if plan.enable:
+        host.run(["systemctl", "enable", "etcd"])
+    ctx.report.host(plan.member.ip, f"{len(plan.changes)} file(s) written", "changed"
+                    if plan.changes else "ok")
+
+
+def _put(ctx: Context, member: Member, file: NodeFile) -> None:
+    ctx.host(member).put_file(file.path, file.content, owner=file.owner, group=file.group,
+                              mode=file.mode)
+
+
+def _apply(ctx: Context, plans: Sequence[HostPlan]) -> None:
+    todo = [p for p in plans if p.changed]
+    by_ip = {p.member.ip: p for p in todo}
+    debian = {p.member.ip: _is_debian(ctx, p.member) if p.install_package else True
+              for p in todo}
+    results = ctx.parallel([p.member for p in todo],
+                           lambda m: _apply_host(ctx, by_ip[m.ip], debian[m.ip]))
+    failed = [v for v in results.values() if isinstance(v, ClusterError)]
+    if failed:
+        raise ClusterError(f"applying changes failed: {failed[0].message}",
+                           details=failed[0].details)
+
+
+def _is_debian(ctx: Context, member: Member) -> bool:
+    result = ctx.host(member).run(["sh", "-c", ". /etc/os-release; echo $ID $ID_LIKE"],
+                                  check=False)
+    words = result.stdout.split()
+    return bool({"debian", "ubuntu"} & set(words))
+
+
+# -- launch --------------------------------------------------------------------------
+def _launch(ctx: Context, plans: Sequence[HostPlan], view: ClusterView,
+            result: CreateResult) -> None:
+    starts = [p.member for p in plans if p.service == "start"]
+    if starts:
+        # Type=notify: a lone start blocks until quorum, so start without blocking
+        # on every host at once, then wait for health through the API.
+        ctx.report.info(f"starting etcd on {len(starts)} host(s)")
+        _run_all(ctx, starts, ["systemctl", "start", "--no-block", "etcd"])
+        ctx.wait_healthy(starts)
+        for m in starts:
+            ctx.report.host(m.ip, "etcd started, healthy", "changed")
+        result.started += [m.ip for m in starts]
+    for plan in plans:
+        if plan.service == "join":
+            _join(ctx, plan.member, view)
+            result.joined.append(plan.member.ip)
+    restarts = [p.member for p in plans if p.service == "restart"]
+    if restarts:
+        for member in _leader_last(ctx, restarts):
+            _rolling_restart(ctx, member)
+            result.restarted.append(member.ip)
+
+
+def _run_all(ctx: Context, members: Sequence[Member], argv: list[str]) -> None:
+    results = ctx.parallel(members, lambda m: ctx.host(m).run(argv, timeout=90))
+    failed = [v for v in results.values() if isinstance(v, ClusterError)]
+    if failed:
+        raise failed[0]
+
+
+def _leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
+    client = ctx.client()
+    leader_id = 0
+    for member in members:
+        try:
+            leader_id = client.status(member.client_url).leader
+            break
+        except ClusterError:
+            continue
+    live = {mi.id: mi for mi in client.member_list()}
+    leader = live.get(leader_id)
+    return sorted(members, key=lambda m: leader is not None and m.peer_url in leader.peer_urls)
+
+
+def _rolling_restart(ctx: Context, member: Member) -> None:
+    """One member at a time, healthy before the next: the cluster keeps its quorum."""
+    ctx.report.host(member.ip, "restarting etcd", "start")
+    ctx.host(member).run(["systemctl", "restart", "--no-block", "etcd"], timeout=90)
+    ctx.wait_healthy([member])
+    ctx.report.host(member.ip, "etcd restarted, healthy", "changed")
+
+
+def _join(ctx: Context, member: Member, view: ClusterView) -> None:
+    """The SOP's manual join: member add (learner if asked) against the voters, then start."""
+    client = ctx.client(view.voter_endpoints())
+    try:
+        added: MemberInfo | None = client.member_add([member.peer_url], learner=member.learner)
+    except EtcdApiError as exc:
+        if "Peer URLs already exists" not in exc.etcd_message:
+            raise MemberError(f"{member.ip}: member add failed: {exc.etcd_message}") from exc
+        added = None  # a re-run after a partial join: the member is already announced
+    kind = "learner" if member.learner else "voter"
+    ctx.report.host(member.ip, f"member added as {kind}" + ("" if added else " (already)"),
+                    "changed")
+    ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=90)
+    ctx.wait_healthy([member])
+    ctx.report.host(member.ip, "etcd joined, healthy", "changed")
+
+
+# -- RBAC ----------------------------------------------------------------------------
+def _ensure_root_auth(client: EtcdClient, password: str) -> str:
+    """Root role + root user + grant + auth enable, each step idempotent."""
+    if client.auth_enabled():
+        return "already enabled"
+    client.role_add("root")
+    if not client.user_add("root", password):
+        # Left from an earlier attempt: make sure the password is the inventory's.
+        client.user_change_password("root", password)
+    if "root" not in client.user_roles("root"):
+        client.user_grant_role("root", "root")
+    client.auth_enable()
+    return "enabled"

@@ -1,0 +1,110 @@
+"""`etcdsop status`: one row per member, quorum arithmetic, through the etcd API only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from etcdsop.errors import ClusterError
+from etcdsop.etcd import EndpointStatus
+from etcdsop.ops.common import Context
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    id: str  # hex, as etcdctl prints it
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+    started: bool
+    learner: bool
+    leader: bool
+    raft_term: int | None
+    raft_index: int | None
+    db_size: int | None
+    version: str | None
+    healthy: bool
+    latency_ms: float | None
+    in_inventory: bool
+    error: str | None = None
+
+
+@dataclass
+class StatusResult:
+    cluster: str
+    cluster_id: str | None
+    members: list[MemberRow] = field(default_factory=list)
+    voters: int = 0
+    healthy_voters: int = 0
+    quorum: int = 0
+    tolerates: int = 0
+    leaders: int = 0
+    notes: list[str] = field(default_factory=list)  # inventory vs live disagreements
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.members) and all(m.healthy for m in self.members) and self.leaders == 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+def status(ctx: Context) -> StatusResult:
+    inventory = ctx.inventory
+    view = ctx.probe()
+    result = StatusResult(cluster=inventory.cluster,
+                          cluster_id=f"{view.cluster_id:x}" if view.cluster_id else None)
+    if not view.live:
+        result.notes.append("no member of the inventory answers: the cluster is down or absent")
+        return result
+    client = ctx.client()
+    inventory_peers = {m.peer_url for m in inventory.members}
+
+    def probe_member(url: str) -> tuple[EndpointStatus | None, bool, str | None]:
+        try:
+            return client.status(url), client.health(url), None
+        except ClusterError as exc:
+            return None, False, exc.message
+
+    urls = {mi.id: (mi.client_urls[0] if mi.client_urls else "") for mi in view.members}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
+        answers = dict(zip(urls, pool.map(
+            lambda u: probe_member(u) if u else (None, False, "not started"), urls.values()
+        ), strict=True))
+    leader_ids = {a[0].leader for a in answers.values() if a[0] is not None}
+    for mi in sorted(view.members, key=lambda m: m.peer_urls[0] if m.peer_urls else ""):
+        st, healthy, error = answers[mi.id]
+        result.members.append(MemberRow(
+            id=mi.hex_id,
+            name=mi.name,
+            peer_urls=list(mi.peer_urls),
+            client_urls=list(mi.client_urls),
+            started=mi.started,
+            learner=mi.is_learner,
+            leader=mi.id in leader_ids,
+            raft_term=st.raft_term if st else None,
+            raft_index=st.raft_index if st else None,
+            db_size=st.db_size if st else None,
+            version=st.version if st else None,
+            healthy=healthy,
+            latency_ms=round(st.latency_ms, 1) if st else None,
+            in_inventory=any(u in inventory_peers for u in mi.peer_urls),
+            error=error,
+        ))
+    voters = [r for r in result.members if not r.learner]
+    result.voters = len(voters)
+    result.healthy_voters = sum(1 for r in voters if r.healthy)
+    result.quorum = result.voters // 2 + 1
+    result.tolerates = max(0, result.healthy_voters - result.quorum)
+    result.leaders = len(leader_ids)
+    if len(leader_ids) > 1:
+        result.notes.append("members disagree on the leader")
+    live_peers = {u for mi in view.members for u in mi.peer_urls}
+    for m in inventory.members:
+        if m.peer_url not in live_peers:
+            result.notes.append(f"inventory host {m.ip} ({m.name}) is not a member")
+    return result
