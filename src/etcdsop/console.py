@@ -24,8 +24,9 @@ _MARKS: dict[str, str] = {
     "start": "[blue]...[/]",
 }
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Piped output is not cut to 80 columns: tables stay readable in logs and CI.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 class RichReporter:
@@ -92,7 +93,7 @@ def status_table(result: StatusResult) -> None:
     table = Table(title=f"etcd cluster {result.cluster} ({result.cluster_id or 'down'})")
     for column in ("id", "name", "peer url", "client url", "state", "role", "term", "index",
                    "db", "version", "health", "ms"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for m in result.members:
         role = "learner" if m.learner else ("leader" if m.leader else "follower")
         table.add_row(

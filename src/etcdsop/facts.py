@@ -31,7 +31,9 @@ done
 for d in /etc/etcd /var/lib/etcd "$data"; do
   [ -d "$d" ] && echo "dir $d $(stat -c '%a %U %G' "$d")"
 done
-[ -x /usr/bin/etcd ] && echo "binary /usr/bin/etcd $(/usr/bin/etcd --version 2>/dev/null | head -1 | awk '{print $NF}')"
+if [ -x /usr/bin/etcd ]; then
+  echo "binary /usr/bin/etcd $(/usr/bin/etcd --version 2>/dev/null | head -1 | awk '{print $NF}')"
+fi
 [ -d "$data/member" ] && echo "datadir yes"
 echo "active $(systemctl is-active etcd 2>/dev/null | head -1)"
 echo "enabled $(systemctl is-enabled etcd 2>/dev/null | head -1)"

@@ -19,7 +19,9 @@ from etcdsop.render import CA_CRT, ETCD_CONF, UNIT, NodeDir, NodeFile
 
 # etcd reads these only when it bootstraps a data dir: changing them on a live
 # member needs no restart (they matter again only if the data dir is rebuilt).
-BOOTSTRAP_ONLY_KEYS = frozenset({"initial-cluster", "initial-cluster-state", "initial-cluster-token"})
+BOOTSTRAP_ONLY_KEYS = frozenset(
+    {"initial-cluster", "initial-cluster-state", "initial-cluster-token"}
+)
 
 ServiceAction = Literal["none", "start", "restart", "join"]
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from etcdsop.errors import ClusterError, EtcdsopError
 from etcdsop.model import SshTarget
@@ -164,7 +163,7 @@ class RemoteHost:
                 r.hostname,
                 port=r.port,
                 username=r.user,
-                key_filename=list(r.key_files) or None,
+                key_filename=cast(Any, list(r.key_files) or None),  # paramiko takes a list
                 timeout=self.options.connect_timeout,
                 banner_timeout=self.options.connect_timeout,
                 auth_timeout=self.options.connect_timeout,
@@ -229,10 +228,10 @@ class RemoteHost:
             out = _read_all(chan.recv, deadline)
             err = _read_all(chan.recv_stderr, deadline)
             if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-                raise socket.timeout()
+                raise TimeoutError()
             rc = chan.recv_exit_status()
             chan.close()
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise RemoteError(self.label, f"timed out after {timeout:.0f}s: {command}") from exc
         except (OSError, EOFError) as exc:
             raise RemoteError(self.label, f"SSH failure running {command}: {_reason(exc)}") from exc
@@ -264,7 +263,7 @@ def _read_all(recv: Callable[[int], bytes], deadline: float) -> bytes:
     chunks: list[bytes] = []
     while True:
         if time.monotonic() > deadline:
-            raise socket.timeout()
+            raise TimeoutError()
         data = recv(65536)
         if not data:
             return b"".join(chunks)

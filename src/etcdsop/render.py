@@ -63,11 +63,11 @@ def _template(name: str) -> Template:
     return Template(resources.files("etcdsop.templates").joinpath(name).read_text())
 
 
-def _render(name: str, **values: object) -> bytes:
+def _render(template: str, **values: object) -> bytes:
     try:
-        return _template(name).substitute(values).encode()
+        return _template(template).substitute(values).encode()
     except KeyError as exc:  # a template/code mismatch: a bug, not user input
-        raise AssertionError(f"template {name} needs {exc}") from exc
+        raise AssertionError(f"template {template} needs {exc}") from exc
 
 
 _SHELL_WORD = re.compile(r"^[a-z_][a-z0-9_-]*$")

@@ -6,9 +6,11 @@ Stages: validate -> connect -> gather -> guard -> plan -> (dry-run stops) -> app
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from etcdsop.errors import ClusterError, GuardRefused, MemberError
 from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
@@ -19,6 +21,7 @@ from etcdsop.model import DEFAULT_ROOT_PASSWORD, Inventory, Member
 from etcdsop.ops.common import ClusterView, Context, RunOptions
 from etcdsop.plan import HostPlan, find_live, plan_host
 from etcdsop.render import NodeFile, PeerRef, node_dirs, node_files
+from etcdsop.waits import retry_etcd
 
 CERT_PLACEHOLDER = b"(certificate to be issued)\n"
 
@@ -74,7 +77,7 @@ def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateRes
 
     report.phase("certificates")
     certs = _certificates(ctx, targets, result)
-    plans = [_plan(ctx, m, facts[m.ip], view, certs) for m in targets]
+    plans = [_plan(ctx, m, targets, facts[m.ip], view, certs) for m in targets]
     result.plans = plans
     _report_plans(ctx, plans)
     if options.dry_run:
@@ -156,14 +159,16 @@ def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
             if why:
                 ctx.report.info(f"certificate {name} would be issued: {why}")
                 result.certificates.append(name)
-        ca_pem = CERT_PLACEHOLDER if pki.plan_ca() else pki.ensure_ca_readonly()
+        # Nothing is written in a dry run: compare with the certificates as they are.
+        ca_pem = CERT_PLACEHOLDER if pki.plan_ca() else pki.ca_cert_pem
         nodes: dict[str, _NodeCert] = {}
         for m in targets:
             if pki.plan_node(m.name, m.ip):
                 nodes[m.ip] = _NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
             else:
-                issued = pki.read_node(m.name)
-                nodes[m.ip] = _NodeCert(issued.cert_pem, issued.key_pem)
+                base = ctx.pki_dir / "etcd" / m.name
+                nodes[m.ip] = _NodeCert(base.with_suffix(".crt").read_bytes(),
+                                        base.with_suffix(".key").read_bytes())
         return ca_pem, nodes
     ca = pki.ensure_ca()
     admin = pki.ensure_admin()
@@ -177,14 +182,14 @@ def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
     return ca.cert_pem, {ip: _NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
 
 
-def _plan(ctx: Context, member: Member, facts: HostFacts, view: ClusterView,
-          certs: tuple[bytes, dict[str, _NodeCert]]) -> HostPlan:
+def _plan(ctx: Context, member: Member, targets: Sequence[Member], facts: HostFacts,
+          view: ClusterView, certs: tuple[bytes, dict[str, _NodeCert]]) -> HostPlan:
     ca_pem, nodes = certs
     live = find_live(member, view.members)
     joining = view.live and live is None
     files = node_files(
         member,
-        initial_cluster=_initial_cluster(ctx.inventory, member, view, joining),
+        initial_cluster=_initial_cluster(targets, member, view),
         init="existing" if joining else member.init,
         endpoints=[m.client_url for m in ctx.inventory.members],
         ca_pem=ca_pem,
@@ -194,34 +199,54 @@ def _plan(ctx: Context, member: Member, facts: HostFacts, view: ClusterView,
     return plan_host(member, files, node_dirs(member), facts, live=live, cluster_live=view.live)
 
 
-def _initial_cluster(inventory: Inventory, member: Member, view: ClusterView, joining: bool
+def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView
                      ) -> list[PeerRef]:
-    """New cluster: every inventory member. Joining: the live members plus itself."""
-    if not joining:
-        return [PeerRef(m.name, m.peer_url) for m in inventory.members]
-    refs = [PeerRef(m.name, m.peer_urls[0]) for m in view.members if m.started]
-    refs.append(PeerRef(member.name, member.peer_url))
-    return sorted(refs, key=lambda r: r.peer_url)
+    """Who etcd expects to meet when it bootstraps this member's data dir.
+
+    A new cluster: the members started together now (a subset chosen with -l must
+    not list hosts that will never start: they would count against the quorum).
+    A live cluster: its started members plus this one, as they really are.
+    """
+    if not view.live:
+        refs = [PeerRef(m.name, m.peer_url) for m in targets]
+    else:
+        refs = [PeerRef(m.name, m.peer_urls[0]) for m in view.members if m.started
+                and member.peer_url not in m.peer_urls]
+        refs.append(PeerRef(member.name, member.peer_url))
+    return sorted(refs, key=lambda r: _url_sort_key(r.peer_url))
+
+
+def _url_sort_key(url: str) -> tuple[int, object, int]:
+    parsed = urlsplit(url)
+    try:
+        address: object = ipaddress.ip_address(parsed.hostname or "")
+        return (0, address, parsed.port or 0)
+    except ValueError:
+        return (1, parsed.hostname or "", parsed.port or 0)
 
 
 def _report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
+    """One line per host; a dry run also lists every change with its diff."""
     for plan in plans:
         ip = plan.member.ip
         if not plan.changed:
             ctx.report.host(ip, "no change", "ok")
             continue
-        if plan.install_package:
-            ctx.report.host(ip, "install etcd package", "changed")
-        for d in plan.dirs:
-            ctx.report.host(ip, f"directory {d.path} {d.owner}:{d.group} {d.mode:04o}",
-                            "changed")
-        for change in plan.changes:
-            ctx.report.host(ip, f"{change.kind} {change.path}", "changed")
-            if ctx.options.dry_run and change.diff:
-                ctx.report.info(change.diff.rstrip())
+        parts = ["install etcd"] if plan.install_package else []
+        if plan.dirs:
+            parts.append(f"{len(plan.dirs)} dir(s)")
+        if plan.changes:
+            names = ", ".join(c.path.rsplit("/", 1)[-1] for c in plan.changes)
+            parts.append(f"{len(plan.changes)} file(s): {names}")
         if plan.service != "none":
-            why = f" ({', '.join(plan.reasons)})" if plan.reasons else ""
-            ctx.report.host(ip, f"etcd: {plan.service}{why}", "changed")
+            why = f" ({', '.join(plan.reasons)})" if plan.service == "restart" else ""
+            parts.append(f"etcd {plan.service}{why}")
+        ctx.report.host(ip, "; ".join(parts), "changed")
+        if ctx.options.dry_run:
+            for d in plan.dirs:
+                ctx.report.info(f"directory {d.path} {d.owner}:{d.group} {d.mode:04o}")
+            for change in plan.changes:
+                ctx.report.info(change.diff.rstrip() or f"{change.kind} {change.path}")
 
 
 # -- apply ---------------------------------------------------------------------------
@@ -250,8 +275,7 @@ def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
         host.run(["systemctl", "daemon-reload"])
     if plan.enable:
         host.run(["systemctl", "enable", "etcd"])
-    ctx.report.host(plan.member.ip, f"{len(plan.changes)} file(s) written", "changed"
-                    if plan.changes else "ok")
+    ctx.report.host(plan.member.ip, "applied", "changed")
 
 
 def _put(ctx: Context, member: Member, file: NodeFile) -> None:
@@ -327,7 +351,13 @@ def _leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
 def _rolling_restart(ctx: Context, member: Member) -> None:
     """One member at a time, healthy before the next: the cluster keeps its quorum."""
     ctx.report.host(member.ip, "restarting etcd", "start")
-    ctx.host(member).run(["systemctl", "restart", "--no-block", "etcd"], timeout=90)
+    # Blocking restart: with Type=notify it returns once this member serves again;
+    # a --no-block restart could let the old process answer the health check below.
+    host = ctx.host(member)
+    try:
+        host.run(["systemctl", "restart", "etcd"], timeout=ctx.options.wait_timeout + 30)
+    except ClusterError as exc:
+        raise ctx.unhealthy_error([member], ctx.options.wait_timeout) from exc
     ctx.wait_healthy([member])
     ctx.report.host(member.ip, "etcd restarted, healthy", "changed")
 
@@ -336,7 +366,11 @@ def _join(ctx: Context, member: Member, view: ClusterView) -> None:
     """The SOP's manual join: member add (learner if asked) against the voters, then start."""
     client = ctx.client(view.voter_endpoints())
     try:
-        added: MemberInfo | None = client.member_add([member.peer_url], learner=member.learner)
+        # Right after a (re)start etcd refuses membership changes for ~5 s.
+        added: MemberInfo | None = retry_etcd(
+            lambda: client.member_add([member.peer_url], learner=member.learner),
+            transient=("unhealthy cluster",), timeout=ctx.options.wait_timeout,
+        )
     except EtcdApiError as exc:
         if "Peer URLs already exists" not in exc.etcd_message:
             raise MemberError(f"{member.ip}: member add failed: {exc.etcd_message}") from exc

@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine (as root):
+#   make demo   boots 3 sandbox hosts, creates the cluster on them, shows its status
+#   make test   lint, type-check, unit tests and end-to-end tests on sandbox hosts
+PYTHON ?= python3
+SANDBOX_INVENTORY = /var/lib/etcdsop/sandbox/inventory.yml
+
+.PHONY: setup demo demo-down test lint unit bench clean
+
+setup:
+	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null \
+	    || ! command -v ssh >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    systemd-container debootstrap iproute2 openssh-client; fi
+	$(PYTHON) -m pip install -q -e '.[dev]'
+
+demo: setup
+	etcdsop sandbox up 3
+	etcdsop create -i $(SANDBOX_INVENTORY)
+	etcdsop status -i $(SANDBOX_INVENTORY)
+
+demo-down:
+	etcdsop sandbox down
+
+lint:
+	ruff check src tests bench
+	ruff format --check src tests bench
+	mypy
+
+unit:
+	$(PYTHON) -m pytest -m 'not e2e' -q
+
+test: setup lint
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) bench/run.py
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

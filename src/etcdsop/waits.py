@@ -1,0 +1,35 @@
+"""Bounded retries: every wait in etcdsop has a deadline and an injectable sleep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from etcdsop.etcd import EtcdApiError
+
+T = TypeVar("T")
+
+
+def retry_etcd(
+    action: Callable[[], T],
+    *,
+    transient: Sequence[str],
+    timeout: float,
+    interval: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Call action until it succeeds, retrying while etcd answers a transient error.
+
+    E.g. "unhealthy cluster" right after a (re)start, or "not in sync" before a
+    learner caught up. Any other error, or the deadline, ends the retries.
+    """
+    deadline = clock() + timeout
+    while True:
+        try:
+            return action()
+        except EtcdApiError as exc:
+            if not any(t in exc.etcd_message for t in transient) or clock() >= deadline:
+                raise
+        sleep(interval)
