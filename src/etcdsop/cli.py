@@ -203,6 +203,137 @@ def inventory_cmd(
             out.print(f"  postgres {c.name}: {', '.join(c.hosts)}")
 
 
+YesOpt = Annotated[bool, typer.Option("-y", "--yes", help="Skip the countdown.")]
+IpsArg = Annotated[list[str], typer.Argument(help="IP addresses of etcd group hosts.")]
+
+
+def _confirm(reporter: RichReporter, lines: list[str], seconds: int, yes: bool,
+             what: str) -> None:
+    from etcdsop.console import countdown
+
+    for line in lines:
+        reporter.info(line)
+    if not yes:
+        countdown(seconds, what)
+
+
+@app.command()
+def add(
+    ips: IpsArg,
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    forks: ForksOpt = 16,
+    pki_dir: PkiOpt = None,
+    strict_host_keys: StrictOpt = False,
+    yes: YesOpt = False,
+    promote_timeout: Annotated[float, typer.Option(
+        "--promote-timeout", min=1, help="Seconds a learner may take to catch up.")] = 300.0,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Add members one at a time: learner, catch up, promote (Pigsty's bin/etcd-add)."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import print_json
+        from etcdsop.ops.add import add as run_add
+        from etcdsop.ops.add import members_for_ips
+
+        def go(ctx: Context, reporter: RichReporter) -> None:
+            members = members_for_ips(ctx.inventory, ips)
+            plan = [f"add {m.name} ({m.ip}) to cluster {m.cluster}: learner, then "
+                    f"{'stays a learner (etcd_learner)' if m.learner else 'promoted to voter'}"
+                    for m in members]
+            _confirm(reporter, ["warning: membership changes, one member at a time", *plan],
+                     3, yes, "adding")
+            result = run_add(ctx, members, promote_timeout=promote_timeout)
+            if json_output:
+                print_json(result.to_json())
+            for step in result.next_steps:
+                reporter.info(f"next: {step}")
+            reporter.summary(f"{len(result.added)} member(s) added, "
+                             f"{len(result.skipped)} skipped")
+
+        _with_context(inventory, extra_vars, verbose, False, go, forks=forks, pki_dir=pki_dir,
+                      strict_host_keys=strict_host_keys, wait_timeout=timeout)
+
+
+@app.command()
+def promote(
+    ip: Annotated[str, typer.Argument(help="IP of the learner to promote.")],
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    pki_dir: PkiOpt = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=1, help="Seconds the learner may take to catch up.")] = 300.0,
+    json_output: JsonOpt = False,
+) -> None:
+    """Promote a learner to a voter once it is in sync (through the leader)."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import print_json
+        from etcdsop.ops.add import members_for_ips
+        from etcdsop.ops.add import promote as run_promote
+
+        def go(ctx: Context, reporter: RichReporter) -> None:
+            member = members_for_ips(ctx.inventory, [ip])[0]
+            entry = run_promote(ctx, member, timeout=timeout)
+            if json_output:
+                print_json({"ip": member.ip, "id": entry.hex_id, "learner": entry.is_learner})
+            reporter.summary(f"{member.name} ({member.ip}) is a voter")
+
+        _with_context(inventory, extra_vars, False, False, go, pki_dir=pki_dir)
+
+
+@app.command()
+def rm(
+    ips: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
+        help="Members to remove; none: destroy the whole cluster.")] = None,
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    extra_vars: ExtraOpt = None,
+    forks: ForksOpt = 16,
+    pki_dir: PkiOpt = None,
+    strict_host_keys: StrictOpt = False,
+    yes: YesOpt = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="DANGEROUS: remove even when the quorum guard refuses.")] = False,
+    no_backup: Annotated[bool, typer.Option(
+        "--no-backup", help="Skip the snapshot taken before any destructive step.")] = False,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Remove members, or with no IP destroy the cluster (Pigsty's bin/etcd-rm)."""
+    with _errors_to_exit_codes():
+        from etcdsop.console import print_json
+        from etcdsop.ops.add import members_for_ips
+        from etcdsop.ops.remove import check_safeguard, destroy, remove
+
+        def go(ctx: Context, reporter: RichReporter) -> None:
+            if ips:
+                members = members_for_ips(ctx.inventory, ips)
+                check_safeguard(members)
+                plan = [f"remove {m.name} ({m.ip}) from cluster {m.cluster}"
+                        + ("; delete its config and data" if m.rm_data else "")
+                        + ("; uninstall etcd" if m.rm_pkg else "") for m in members]
+                _confirm(reporter, ["warning: removing etcd members", *plan], 3, yes,
+                         "removing")
+                result = remove(ctx, members, force=force, backup=not no_backup)
+            else:
+                check_safeguard(ctx.inventory.members)
+                hosts = ", ".join(m.ip for m in ctx.inventory.members)
+                reporter.warn(f"DESTROYING etcd cluster {ctx.inventory.cluster} on {hosts}: "
+                              "ALL DATA IN IT WILL BE DESTROYED")
+                _confirm(reporter, [], 5, yes, "destroying the cluster")
+                result = destroy(ctx, backup=not no_backup)
+            if json_output:
+                print_json(result.to_json())
+            for step in result.next_steps:
+                reporter.info(f"next: {step}")
+            reporter.summary(f"{len(result.removed)} member(s) removed")
+
+        _with_context(inventory, extra_vars, verbose, False, go, forks=forks, pki_dir=pki_dir,
+                      strict_host_keys=strict_host_keys, wait_timeout=timeout)
+
+
 # -- sandbox --------------------------------------------------------------------------
 @sandbox_app.command("up")
 def sandbox_up(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import urllib3
 
@@ -258,6 +258,50 @@ class EtcdClient:
             return resp.status == 200 and json.loads(resp.data).get("health") in ("true", True)
         except (urllib3.exceptions.HTTPError, ValueError):
             return False
+
+    def move_leader(self, target_id: int, *, leader_endpoint: str) -> None:
+        """Hand leadership to target_id; etcd only accepts this on the current leader."""
+        self.call("/v3/maintenance/transfer-leadership", {"targetID": str(target_id)},
+                  endpoint=leader_endpoint)
+
+    def snapshot(self, endpoint: str, sink: BinaryIO, timeout: float = 300.0) -> int:
+        """Stream a snapshot (newline-delimited JSON chunks of base64) into sink."""
+        self._ensure_token(endpoint)
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = self._token
+        try:
+            resp = self._pool.request(
+                "POST", endpoint + "/v3/maintenance/snapshot", body=b"{}", headers=headers,
+                preload_content=False, timeout=urllib3.Timeout(connect=3.0, read=timeout),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})") from exc
+        written = 0
+        buffer = b""
+        try:
+            for chunk in resp.stream(1 << 16):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    written += self._snapshot_line(endpoint, line, sink)
+            written += self._snapshot_line(endpoint, buffer, sink)
+        finally:
+            resp.release_conn()
+        return written
+
+    @staticmethod
+    def _snapshot_line(endpoint: str, line: bytes, sink: BinaryIO) -> int:
+        if not line.strip():
+            return 0
+        data = json.loads(line)
+        if "error" in data:
+            err = data["error"]
+            raise EtcdApiError(endpoint, int(err.get("grpc_code", err.get("code", 0)) or 0),
+                               str(err.get("message", err)))
+        blob = _unb64(data.get("result", {}).get("blob", ""))
+        sink.write(blob)
+        return len(blob)
 
     # -- auth ----------------------------------------------------------------------
     def auth_enabled(self, endpoint: str | None = None) -> bool:

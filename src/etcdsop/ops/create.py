@@ -15,12 +15,19 @@ from urllib.parse import urlsplit
 from etcdsop.errors import ClusterError, GuardRefused, MemberError
 from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
 from etcdsop.facts import HostFacts, gather
-from etcdsop.guards import create_refusal
+from etcdsop.guards import create_refusal, existing_conf
 from etcdsop.inventory import select
 from etcdsop.model import DEFAULT_ROOT_PASSWORD, Inventory, Member
 from etcdsop.ops.common import ClusterView, Context, RunOptions
 from etcdsop.plan import HostPlan, find_live, plan_host
-from etcdsop.render import NodeFile, PeerRef, node_dirs, node_files
+from etcdsop.render import (
+    ETCD_CONF,
+    NodeFile,
+    PeerRef,
+    node_dirs,
+    node_files,
+    render_etcd_conf,
+)
 from etcdsop.waits import retry_etcd
 
 CERT_PLACEHOLDER = b"(certificate to be issued)\n"
@@ -70,16 +77,16 @@ def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateRes
 
     ctx.connect(targets)
     report.phase("gather facts")
-    facts = _gather(ctx, targets)
+    facts = gather_facts(ctx, targets)
     view = ctx.probe()
-    _check_guards(targets, facts, view)
+    check_guards(targets, facts, view)
     _check_join(targets, view)
 
     report.phase("certificates")
-    certs = _certificates(ctx, targets, result)
-    plans = [_plan(ctx, m, targets, facts[m.ip], view, certs) for m in targets]
+    certs = issue_certificates(ctx, targets, result.certificates)
+    plans = [plan_member(ctx, m, targets, facts[m.ip], view, certs) for m in targets]
     result.plans = plans
-    _report_plans(ctx, plans)
+    report_plans(ctx, plans)
     if options.dry_run:
         result.auth = "unknown" if not view.live else "checked at apply"
         if not view.live:
@@ -87,17 +94,17 @@ def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateRes
         return result
 
     report.phase("apply")
-    _apply(ctx, plans)
+    apply_plans(ctx, plans)
     report.phase("launch")
     _launch(ctx, plans, view, result)
     report.phase("rbac")
-    result.auth = _ensure_root_auth(ctx.client(), inventory.root_password)
+    result.auth = ensure_root_auth(ctx.client(), inventory.root_password)
     report.info(f"auth: {result.auth}")
     return result
 
 
 # -- stages --------------------------------------------------------------------------
-def _gather(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts]:
+def gather_facts(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts]:
     results = ctx.parallel(targets, lambda m: gather(ctx.host(m), m.data_dir))
     facts: dict[str, HostFacts] = {}
     for member in targets:
@@ -111,7 +118,7 @@ def _gather(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts]:
     return facts
 
 
-def _check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView
+def check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView
                   ) -> None:
     refusals = []
     for member in targets:
@@ -144,13 +151,15 @@ def _check_join(targets: Sequence[Member], view: ClusterView) -> None:
 
 
 @dataclass(frozen=True)
-class _NodeCert:
+class NodeCert:
     cert_pem: bytes
     key_pem: bytes
 
 
-def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
-                  ) -> tuple[bytes, dict[str, _NodeCert]]:
+def issue_certificates(ctx: Context, targets: Sequence[Member], issued_names: list[str]
+                       ) -> tuple[bytes, dict[str, NodeCert]]:
+    """CA, admin and node certificates (re-issued only when needed); in a dry run, the
+    reasons they would be issued and the current certificates."""
     pki = ctx.pki
     if ctx.options.dry_run:
         reasons = [("CA", pki.plan_ca()), ("admin", pki.plan_admin())]
@@ -158,16 +167,16 @@ def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
         for name, why in reasons:
             if why:
                 ctx.report.info(f"certificate {name} would be issued: {why}")
-                result.certificates.append(name)
+                issued_names.append(name)
         # Nothing is written in a dry run: compare with the certificates as they are.
         ca_pem = CERT_PLACEHOLDER if pki.plan_ca() else pki.ca_cert_pem
-        nodes: dict[str, _NodeCert] = {}
+        nodes: dict[str, NodeCert] = {}
         for m in targets:
             if pki.plan_node(m.name, m.ip):
-                nodes[m.ip] = _NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
+                nodes[m.ip] = NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
             else:
                 base = ctx.pki_dir / "etcd" / m.name
-                nodes[m.ip] = _NodeCert(base.with_suffix(".crt").read_bytes(),
+                nodes[m.ip] = NodeCert(base.with_suffix(".crt").read_bytes(),
                                         base.with_suffix(".key").read_bytes())
         return ca_pem, nodes
     ca = pki.ensure_ca()
@@ -178,12 +187,12 @@ def _certificates(ctx: Context, targets: Sequence[Member], result: CreateResult
     ]:
         if issued.issued:
             ctx.report.info(f"certificate {name} issued: {issued.reason}")
-            result.certificates.append(name)
-    return ca.cert_pem, {ip: _NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
+            issued_names.append(name)
+    return ca.cert_pem, {ip: NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
 
 
-def _plan(ctx: Context, member: Member, targets: Sequence[Member], facts: HostFacts,
-          view: ClusterView, certs: tuple[bytes, dict[str, _NodeCert]]) -> HostPlan:
+def plan_member(ctx: Context, member: Member, targets: Sequence[Member], facts: HostFacts,
+          view: ClusterView, certs: tuple[bytes, dict[str, NodeCert]]) -> HostPlan:
     ca_pem, nodes = certs
     live = find_live(member, view.members)
     joining = view.live and live is None
@@ -225,7 +234,7 @@ def _url_sort_key(url: str) -> tuple[int, object, int]:
         return (1, parsed.hostname or "", parsed.port or 0)
 
 
-def _report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
+def report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
     """One line per host; a dry run also lists every change with its diff."""
     for plan in plans:
         ip = plan.member.ip
@@ -283,7 +292,7 @@ def _put(ctx: Context, member: Member, file: NodeFile) -> None:
                               mode=file.mode)
 
 
-def _apply(ctx: Context, plans: Sequence[HostPlan]) -> None:
+def apply_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
     todo = [p for p in plans if p.changed]
     by_ip = {p.member.ip: p for p in todo}
     debian = {p.member.ip: _is_debian(ctx, p.member) if p.install_package else True
@@ -383,8 +392,40 @@ def _join(ctx: Context, member: Member, view: ClusterView) -> None:
     ctx.report.host(member.ip, "etcd joined, healthy", "changed")
 
 
+# -- after membership changes ---------------------------------------------------------
+def refresh_conf(ctx: Context) -> list[str]:
+    """Rewrite etcd.conf on the live members (file only, no restart) after a change.
+
+    A later restart then finds the current membership; unreachable hosts are warned
+    about, not fatal: the membership change itself is already done.
+    """
+    view = ctx.probe()
+    members = [m for m in ctx.inventory.members if find_live(m, view.members) is not None]
+    changed: list[str] = []
+
+    def refresh(member: Member) -> None:
+        host = ctx.host(member)
+        facts = gather(host, member.data_dir, (ETCD_CONF,))
+        # Keep the state the member was set up with (a joined one says "existing").
+        state = str((existing_conf(facts) or {}).get("initial-cluster-state", member.init))
+        conf = render_etcd_conf(member, _initial_cluster(members, member, view), state)
+        current = facts.files.get(ETCD_CONF)
+        if current is None or not current.same_content(conf):
+            host.put_file(ETCD_CONF, conf, owner="etcd", group="etcd", mode=0o644)
+            changed.append(member.ip)
+
+    results = ctx.parallel(members, refresh)
+    for ip, value in results.items():
+        if isinstance(value, ClusterError):
+            ctx.report.warn(f"{ip}: etcd.conf not refreshed: {value.message}")
+        else:
+            ctx.report.host(ip, "etcd.conf refreshed (no restart)" if ip in changed
+                            else "etcd.conf up to date", "changed" if ip in changed else "ok")
+    return sorted(changed)
+
+
 # -- RBAC ----------------------------------------------------------------------------
-def _ensure_root_auth(client: EtcdClient, password: str) -> str:
+def ensure_root_auth(client: EtcdClient, password: str) -> str:
     """Root role + root user + grant + auth enable, each step idempotent."""
     if client.auth_enabled():
         return "already enabled"

@@ -1,0 +1,57 @@
+"""Host-side steps shared by add (rollback), rm and destroy: stop etcd, wipe it."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from etcdsop.errors import InputError
+from etcdsop.model import Member
+from etcdsop.remote import RemoteHost
+from etcdsop.render import PROFILE, UNIT
+
+# Bounded and escalating: a polite stop, then SIGTERM to the unit, then SIGKILL.
+_STOP = r"""
+systemctl disable --quiet etcd >/dev/null 2>&1
+if ! timeout 40 systemctl stop etcd >/dev/null 2>&1; then
+  systemctl kill --signal=SIGTERM etcd >/dev/null 2>&1; sleep 3
+  systemctl kill --signal=SIGKILL etcd >/dev/null 2>&1; sleep 1
+fi
+systemctl reset-failed etcd >/dev/null 2>&1
+if [ "$(systemctl is-active etcd 2>/dev/null)" = active ]; then echo "etcd still active" >&2; exit 1; fi
+exit 0
+"""
+
+
+def safe_data_dir(member: Member) -> str:
+    """Refuse to wipe anything that does not look like a dedicated data dir."""
+    path = PurePosixPath(member.data_dir)
+    if not path.is_absolute() or len(path.parts) < 3 or ".." in path.parts:
+        raise InputError(f"host {member.ip}: etcd_data {member.data_dir!r} is not a dedicated "
+                         "absolute directory (e.g. /data/etcd): refusing to delete it")
+    return str(path)
+
+
+def stop_etcd(host: RemoteHost) -> None:
+    host.run(["sh", "-c", _STOP], timeout=75)
+
+
+def wipe_data(host: RemoteHost, member: Member) -> None:
+    """Only the data dir: a removed member's data can never rejoin (etcd-rules.md)."""
+    host.run(["rm", "-rf", "--one-file-system", safe_data_dir(member)])
+
+
+def remove_files(host: RemoteHost, member: Member) -> None:
+    """What Pigsty's etcd-rm.yml deletes with etcd_rm_data, then daemon-reload."""
+    host.run(["rm", "-rf", "--one-file-system", "/etc/etcd", "/var/lib/etcd",
+              safe_data_dir(member), UNIT, PROFILE])
+    host.run(["systemctl", "daemon-reload"])
+
+
+def remove_package(host: RemoteHost) -> None:
+    script = (
+        "if command -v apt-get >/dev/null; then "
+        "DEBIAN_FRONTEND=noninteractive exec apt-get remove -y -q etcd-server; "
+        "elif command -v dnf >/dev/null; then exec dnf remove -y etcd; "
+        "else exec yum remove -y etcd; fi"
+    )
+    host.run(["sh", "-c", script], timeout=600)

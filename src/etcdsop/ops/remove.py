@@ -1,0 +1,181 @@
+"""`etcdsop rm`: remove members (quorum-guarded, snapshot first) or destroy the cluster."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etcdsop.errors import ClusterError, GuardRefused
+from etcdsop.etcd import EtcdClient, MemberInfo
+from etcdsop.model import Member
+from etcdsop.ops import hostops
+from etcdsop.ops.add import RELOAD_HINT
+from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.create import refresh_conf
+from etcdsop.plan import find_live
+from etcdsop.quorum import check_removal
+from etcdsop.snapshot import save_snapshot
+from etcdsop.waits import retry_etcd
+
+
+@dataclass
+class RemoveResult:
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    cleanup_skipped: list[str] = field(default_factory=list)
+    snapshot: str | None = None
+    refreshed: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_safeguard(members: Sequence[Member]) -> None:
+    guarded = [m for m in members if m.safeguard]
+    if guarded:
+        names = ", ".join(f"{m.name} ({m.ip})" for m in guarded)
+        raise GuardRefused(f"etcd_safeguard is true for {names}: removal aborted; override "
+                           "with -e etcd_safeguard=false")
+
+
+def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
+           ) -> RemoveResult:
+    check_safeguard(members)
+    result = RemoveResult()
+    for member in members:
+        ctx.report.phase(f"remove {member.name} ({member.ip})")
+        view = ctx.probe()
+        entry = find_live(member, view.members)
+        if entry is None:
+            ctx.report.host(member.ip, "not a member (anymore): cleaning the host only", "info")
+        else:
+            if backup and result.snapshot is None:
+                result.snapshot = _snapshot(ctx, view, exclude=entry.id)
+            _remove_from_cluster(ctx, view, member, entry, force=force)
+            result.removed.append({"ip": member.ip, "id": entry.hex_id, "name": entry.name})
+        _clean_host(ctx, member, result)
+    if result.removed:
+        ctx.report.phase("refresh etcd.conf on the remaining members")
+        result.refreshed = refresh_conf(ctx)
+    gone = ", ".join(m.ip for m in members)
+    result.next_steps = [f"delete {gone} from the etcd group of {ctx.inventory.path}",
+                         RELOAD_HINT]
+    return result
+
+
+def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
+    """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say."""
+    members = list(ctx.inventory.members)
+    check_safeguard(members)
+    result = RemoveResult()
+    view = ctx.probe()
+    if backup and view.live:
+        result.snapshot = _snapshot(ctx, view, exclude=None)
+    elif backup:
+        ctx.report.warn("no member answers: no snapshot could be taken")
+    ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
+    results = ctx.parallel(members, lambda m: _clean_host(ctx, m, result))
+    failed = [v for v in results.values() if isinstance(v, ClusterError)]
+    if failed:
+        raise ClusterError(f"destroying failed on {len(failed)} host(s): {failed[0].message}",
+                           details=failed[0].details)
+    result.removed = [{"ip": m.ip, "name": m.name} for m in members]
+    result.next_steps = [f"the cluster is gone: delete the etcd group from "
+                         f"{ctx.inventory.path} or run etcdsop create to start anew"]
+    return result
+
+
+# -- steps ----------------------------------------------------------------------------
+def _healthy_ids(client: EtcdClient, view: ClusterView) -> set[int]:
+    return {m.id for m in view.members
+            if m.started and m.client_urls and client.health(m.client_urls[0])}
+
+
+def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
+    """From a healthy voter that stays, into files/backup/ beside the inventory (0600)."""
+    client = ctx.client()
+    healthy = _healthy_ids(client, view)
+    sources = [m for m in view.members if m.id in healthy and not m.is_learner
+               and m.id != exclude] or [m for m in view.members if m.id in healthy]
+    if not sources:
+        raise ClusterError("no healthy member to take a snapshot from; use --no-backup to "
+                           "go on without one")
+    backup_dir: Path = ctx.inventory.files_dir / "backup"
+    path = save_snapshot(client, sources[0].client_urls[0], backup_dir, ctx.inventory.cluster)
+    size = path.stat().st_size
+    ctx.report.info(f"snapshot from {sources[0].name}: {path} ({size} bytes, verified)")
+    return str(path)
+
+
+def _remove_from_cluster(ctx: Context, view: ClusterView, member: Member, entry: MemberInfo,
+                         *, force: bool) -> None:
+    client = ctx.client()
+    healthy = _healthy_ids(client, view)
+    check = check_removal(view.members, healthy, entry.id)
+    ctx.report.info(f"quorum: {check.arithmetic()}")
+    if not check.allowed:
+        if not force:
+            raise GuardRefused(f"removing {member.name} ({member.ip}) would leave the cluster "
+                               f"without quorum: {check.arithmetic()}; --force overrides "
+                               "(dangerous)")
+        ctx.report.warn(f"--force: removing {member.ip} although {check.arithmetic()}")
+    stays = [m for m in view.members if m.id != entry.id and m.id in healthy
+             and not m.is_learner]
+    if not stays:
+        raise GuardRefused(f"no healthy voter would remain to remove {member.ip} through")
+    if entry.client_urls and not entry.is_learner:
+        _move_leadership_away(ctx, client, entry, stays)
+    through = client.for_endpoints([m.client_urls[0] for m in stays])
+    retry_etcd(lambda: through.member_remove(entry.id), transient=("unhealthy cluster",),
+               timeout=ctx.options.wait_timeout)
+    ctx.report.host(member.ip, f"member {entry.hex_id} removed from the cluster", "changed")
+
+
+def _move_leadership_away(ctx: Context, client: EtcdClient, entry: MemberInfo,
+                          stays: Sequence[MemberInfo]) -> None:
+    try:
+        leader = client.status(entry.client_urls[0]).leader
+    except ClusterError:
+        return  # it does not answer: it cannot be the working leader
+    if leader != entry.id:
+        return
+    target = stays[0]
+    ctx.report.host(entry.client_urls[0], f"is the leader: moving leadership to {target.name}",
+                    "info")
+    client.move_leader(target.id, leader_endpoint=entry.client_urls[0])
+    deadline = time.monotonic() + ctx.options.wait_timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.status(target.client_urls[0]).leader == target.id:
+                return
+        except ClusterError:
+            pass
+        time.sleep(0.2)
+    raise ClusterError(f"leadership did not move to {target.name} within "
+                       f"{ctx.options.wait_timeout:.0f}s")
+
+
+def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
+    host = ctx.host(member)
+    try:
+        host.connect()
+    except ClusterError as exc:
+        ctx.report.warn(f"{member.ip}: host cleanup skipped, unreachable ({exc.message}); "
+                        "clean it later with: etcdsop rm " + member.ip)
+        result.cleanup_skipped.append(member.ip)
+        return
+    hostops.stop_etcd(host)
+    done = ["etcd stopped and disabled"]
+    if member.rm_data:
+        hostops.remove_files(host, member)
+        done.append("config and data deleted")
+    if member.rm_pkg:
+        hostops.remove_package(host)
+        done.append("package removed")
+    ctx.report.host(member.ip, ", ".join(done), "changed")
+    result.cleaned.append(member.ip)

@@ -1,0 +1,51 @@
+"""Snapshots on the admin node before any destructive step, checked before relied on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from datetime import datetime, timezone
+from pathlib import Path
+
+from etcdsop.errors import ClusterError
+from etcdsop.etcd import EtcdClient
+
+_BOLT_MAGIC = 0xED0CDAED
+_HASH_LEN = 32  # etcd appends the sha256 of the bolt file to a streamed snapshot
+
+
+def verify_snapshot(path: Path) -> None:
+    """A valid etcd snapshot: a bolt file (magic in the meta page) + its sha256 trailer.
+
+    The same integrity check `etcdctl snapshot restore` makes before it restores.
+    """
+    data = path.read_bytes()
+    if len(data) < 4096 + _HASH_LEN:
+        raise ClusterError(f"snapshot {path} is too small ({len(data)} bytes)")
+    body, trailer = data[:-_HASH_LEN], data[-_HASH_LEN:]
+    if hashlib.sha256(body).digest() != trailer:
+        raise ClusterError(f"snapshot {path} fails its sha256 check")
+    (magic,) = struct.unpack_from("<I", body, 16)
+    if magic != _BOLT_MAGIC:
+        raise ClusterError(f"snapshot {path} is not a bolt database")
+
+
+def save_snapshot(client: EtcdClient, endpoint: str, backup_dir: Path, cluster: str) -> Path:
+    """Stream a snapshot from endpoint into backup_dir/<cluster>-<UTC>.db (0600), verified."""
+    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = backup_dir / f"{cluster}-{stamp}.db"
+    partial = path.with_suffix(".db.part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            client.snapshot(endpoint, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        verify_snapshot(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
