@@ -29,27 +29,49 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-sandbox_app = typer.Typer(help="Local test hosts: systemd-nspawn containers with sshd and etcd.",
-                          no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="Local test hosts: systemd-nspawn containers with sshd and etcd.", no_args_is_help=True
+)
 app.add_typer(sandbox_app, name="sandbox")
 
 # -- shared options -------------------------------------------------------------------
-InventoryOpt = Annotated[Path, typer.Option(
-    "-i", "--inventory", envvar="ETCDSOP_INVENTORY",
-    help="Pigsty/Ansible YAML inventory (env ETCDSOP_INVENTORY).")]
-ExtraOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045 (typer needs Optional)
-    "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable).")]
-LimitOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-    "-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable).")]
+InventoryOpt = Annotated[
+    Path,
+    typer.Option(
+        "-i",
+        "--inventory",
+        envvar="ETCDSOP_INVENTORY",
+        help="Pigsty/Ansible YAML inventory (env ETCDSOP_INVENTORY).",
+    ),
+]
+ExtraOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(  # noqa: UP045 (typer needs Optional)
+        "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable)."
+    ),
+]
+LimitOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(  # noqa: UP045
+        "-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable)."
+    ),
+]
 ForksOpt = Annotated[int, typer.Option("-f", "--forks", min=1, help="Hosts handled at once.")]
-PkiOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
-    "--pki-dir", help="Certificates dir [default: files/pki beside the inventory].")]
-StrictOpt = Annotated[bool, typer.Option(
-    "--strict-host-keys", help="Refuse hosts whose key is not in known_hosts yet.")]
+PkiOpt = Annotated[
+    Optional[Path],
+    typer.Option(  # noqa: UP045
+        "--pki-dir", help="Certificates dir [default: files/pki beside the inventory]."
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict-host-keys", help="Refuse hosts whose key is not in known_hosts yet."),
+]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show remote commands.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
-TimeoutOpt = Annotated[float, typer.Option(
-    "--timeout", min=1, help="Seconds to wait for etcd to become healthy.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds to wait for etcd to become healthy.")
+]
 DEFAULT_INVENTORY = Path("pigsty.yml")
 
 
@@ -93,7 +115,11 @@ def _options(**kwargs: Any) -> RunOptions:
 
 
 def _with_context(
-    inventory: Path, extra: list[str] | None, verbose: bool, quiet: bool, fn: Callable[..., Any],
+    inventory: Path,
+    extra: list[str] | None,
+    verbose: bool,
+    quiet: bool,
+    fn: Callable[..., Any],
     **option_kwargs: Any,
 ) -> Any:
     inv = _load(inventory, extra)
@@ -134,9 +160,19 @@ def create(
                 f"{', no restart' if not result.restarted else ''}"
             )
 
-        _with_context(inventory, extra_vars, verbose, False, go, limit=limit, forks=forks,
-                      pki_dir=pki_dir, strict_host_keys=strict_host_keys, dry_run=dry_run,
-                      wait_timeout=timeout)
+        _with_context(
+            inventory,
+            extra_vars,
+            verbose,
+            False,
+            go,
+            limit=limit,
+            forks=forks,
+            pki_dir=pki_dir,
+            strict_host_keys=strict_host_keys,
+            dry_run=dry_run,
+            wait_timeout=timeout,
+        )
 
 
 @app.command()
@@ -182,13 +218,17 @@ def inventory_cmd(
             "inventory": str(inv.path),
             "cluster": inv.cluster,
             "members": [
-                {"ip": m.ip, "name": m.name, "peer_url": m.peer_url, "client_url": m.client_url,
-                 "vars": masked_vars(m.vars)}
+                {
+                    "ip": m.ip,
+                    "name": m.name,
+                    "peer_url": m.peer_url,
+                    "client_url": m.client_url,
+                    "vars": masked_vars(m.vars),
+                }
                 for m in members
             ],
             "pg_clusters": [
-                {"name": c.name, "group": c.group, "hosts": list(c.hosts),
-                 "namespace": c.namespace}
+                {"name": c.name, "group": c.group, "hosts": list(c.hosts), "namespace": c.namespace}
                 for c in inv.pg_clusters
             ],
         }
@@ -197,8 +237,10 @@ def inventory_cmd(
             return
         out.print(f"inventory {inv.path}: etcd cluster [bold]{inv.cluster}[/]")
         for m in members:
-            out.print(f"  {m.name:<12} {m.ip:<16} peer {m.peer_url}  client {m.client_url}"
-                      f"  data {m.data_dir}  init {m.init}{'  learner' if m.learner else ''}")
+            out.print(
+                f"  {m.name:<12} {m.ip:<16} peer {m.peer_url}  client {m.client_url}"
+                f"  data {m.data_dir}  init {m.init}{'  learner' if m.learner else ''}"
+            )
         for c in inv.pg_clusters:
             out.print(f"  postgres {c.name}: {', '.join(c.hosts)}")
 
@@ -207,8 +249,7 @@ YesOpt = Annotated[bool, typer.Option("-y", "--yes", help="Skip the countdown.")
 IpsArg = Annotated[list[str], typer.Argument(help="IP addresses of etcd group hosts.")]
 
 
-def _confirm(reporter: RichReporter, lines: list[str], seconds: int, yes: bool,
-             what: str) -> None:
+def _confirm(reporter: RichReporter, lines: list[str], seconds: int, yes: bool, what: str) -> None:
     from etcdsop.console import countdown
 
     for line in lines:
@@ -226,8 +267,10 @@ def add(
     pki_dir: PkiOpt = None,
     strict_host_keys: StrictOpt = False,
     yes: YesOpt = False,
-    promote_timeout: Annotated[float, typer.Option(
-        "--promote-timeout", min=1, help="Seconds a learner may take to catch up.")] = 300.0,
+    promote_timeout: Annotated[
+        float,
+        typer.Option("--promote-timeout", min=1, help="Seconds a learner may take to catch up."),
+    ] = 300.0,
     timeout: TimeoutOpt = 60.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
@@ -240,21 +283,36 @@ def add(
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             members = members_for_ips(ctx.inventory, ips)
-            plan = [f"add {m.name} ({m.ip}) to cluster {m.cluster}: learner, then "
-                    f"{'stays a learner (etcd_learner)' if m.learner else 'promoted to voter'}"
-                    for m in members]
-            _confirm(reporter, ["warning: membership changes, one member at a time", *plan],
-                     3, yes, "adding")
+            plan = [
+                f"add {m.name} ({m.ip}) to cluster {m.cluster}: learner, then "
+                f"{'stays a learner (etcd_learner)' if m.learner else 'promoted to voter'}"
+                for m in members
+            ]
+            _confirm(
+                reporter,
+                ["warning: membership changes, one member at a time", *plan],
+                3,
+                yes,
+                "adding",
+            )
             result = run_add(ctx, members, promote_timeout=promote_timeout)
             if json_output:
                 print_json(result.to_json())
             for step in result.next_steps:
                 reporter.info(f"next: {step}")
-            reporter.summary(f"{len(result.added)} member(s) added, "
-                             f"{len(result.skipped)} skipped")
+            reporter.summary(f"{len(result.added)} member(s) added, {len(result.skipped)} skipped")
 
-        _with_context(inventory, extra_vars, verbose, False, go, forks=forks, pki_dir=pki_dir,
-                      strict_host_keys=strict_host_keys, wait_timeout=timeout)
+        _with_context(
+            inventory,
+            extra_vars,
+            verbose,
+            False,
+            go,
+            forks=forks,
+            pki_dir=pki_dir,
+            strict_host_keys=strict_host_keys,
+            wait_timeout=timeout,
+        )
 
 
 @app.command()
@@ -263,8 +321,9 @@ def promote(
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     extra_vars: ExtraOpt = None,
     pki_dir: PkiOpt = None,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", min=1, help="Seconds the learner may take to catch up.")] = 300.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds the learner may take to catch up.")
+    ] = 300.0,
     json_output: JsonOpt = False,
 ) -> None:
     """Promote a learner to a voter once it is in sync (through the leader)."""
@@ -285,18 +344,25 @@ def promote(
 
 @app.command()
 def rm(
-    ips: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
-        help="Members to remove; none: destroy the whole cluster.")] = None,
+    ips: Annotated[
+        Optional[list[str]],
+        typer.Argument(  # noqa: UP045
+            help="Members to remove; none: destroy the whole cluster."
+        ),
+    ] = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     extra_vars: ExtraOpt = None,
     forks: ForksOpt = 16,
     pki_dir: PkiOpt = None,
     strict_host_keys: StrictOpt = False,
     yes: YesOpt = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="DANGEROUS: remove even when the quorum guard refuses.")] = False,
-    no_backup: Annotated[bool, typer.Option(
-        "--no-backup", help="Skip the snapshot taken before any destructive step.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="DANGEROUS: remove even when the quorum guard refuses.")
+    ] = False,
+    no_backup: Annotated[
+        bool,
+        typer.Option("--no-backup", help="Skip the snapshot taken before any destructive step."),
+    ] = False,
     timeout: TimeoutOpt = 60.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
@@ -311,17 +377,21 @@ def rm(
             if ips:
                 members = members_for_ips(ctx.inventory, ips)
                 check_safeguard(members)
-                plan = [f"remove {m.name} ({m.ip}) from cluster {m.cluster}"
-                        + ("; delete its config and data" if m.rm_data else "")
-                        + ("; uninstall etcd" if m.rm_pkg else "") for m in members]
-                _confirm(reporter, ["warning: removing etcd members", *plan], 3, yes,
-                         "removing")
+                plan = [
+                    f"remove {m.name} ({m.ip}) from cluster {m.cluster}"
+                    + ("; delete its config and data" if m.rm_data else "")
+                    + ("; uninstall etcd" if m.rm_pkg else "")
+                    for m in members
+                ]
+                _confirm(reporter, ["warning: removing etcd members", *plan], 3, yes, "removing")
                 result = remove(ctx, members, force=force, backup=not no_backup)
             else:
                 check_safeguard(ctx.inventory.members)
                 hosts = ", ".join(m.ip for m in ctx.inventory.members)
-                reporter.warn(f"DESTROYING etcd cluster {ctx.inventory.cluster} on {hosts}: "
-                              "ALL DATA IN IT WILL BE DESTROYED")
+                reporter.warn(
+                    f"DESTROYING etcd cluster {ctx.inventory.cluster} on {hosts}: "
+                    "ALL DATA IN IT WILL BE DESTROYED"
+                )
                 _confirm(reporter, [], 5, yes, "destroying the cluster")
                 result = destroy(ctx, backup=not no_backup)
             if json_output:
@@ -330,8 +400,17 @@ def rm(
                 reporter.info(f"next: {step}")
             reporter.summary(f"{len(result.removed)} member(s) removed")
 
-        _with_context(inventory, extra_vars, verbose, False, go, forks=forks, pki_dir=pki_dir,
-                      strict_host_keys=strict_host_keys, wait_timeout=timeout)
+        _with_context(
+            inventory,
+            extra_vars,
+            verbose,
+            False,
+            go,
+            forks=forks,
+            pki_dir=pki_dir,
+            strict_host_keys=strict_host_keys,
+            wait_timeout=timeout,
+        )
 
 
 # -- sandbox --------------------------------------------------------------------------

@@ -91,15 +91,34 @@ def status_table(result: StatusResult) -> None:
     from rich.table import Table
 
     table = Table(title=f"etcd cluster {result.cluster} ({result.cluster_id or 'down'})")
-    for column in ("id", "name", "peer url", "client url", "state", "role", "term", "index",
-                   "db", "version", "health", "ms"):
+    for column in (
+        "id",
+        "name",
+        "peer url",
+        "client url",
+        "state",
+        "role",
+        "term",
+        "index",
+        "db",
+        "version",
+        "health",
+        "ms",
+    ):
         table.add_column(column, no_wrap=True)
     for m in result.members:
         role = "learner" if m.learner else ("leader" if m.leader else "follower")
         table.add_row(
-            m.id, m.name or "-", ",".join(m.peer_urls), ",".join(m.client_urls) or "-",
-            "started" if m.started else "unstarted", role,
-            _n(m.raft_term), _n(m.raft_index), _size(m.db_size), m.version or "-",
+            m.id,
+            m.name or "-",
+            ",".join(m.peer_urls),
+            ",".join(m.client_urls) or "-",
+            "started" if m.started else "unstarted",
+            role,
+            _n(m.raft_term),
+            _n(m.raft_index),
+            _size(m.db_size),
+            m.version or "-",
             "[green]healthy[/]" if m.healthy else f"[red]unhealthy[/] {escape(m.error or '')}",
             _n(m.latency_ms),
         )

@@ -261,8 +261,11 @@ class EtcdClient:
 
     def move_leader(self, target_id: int, *, leader_endpoint: str) -> None:
         """Hand leadership to target_id; etcd only accepts this on the current leader."""
-        self.call("/v3/maintenance/transfer-leadership", {"targetID": str(target_id)},
-                  endpoint=leader_endpoint)
+        self.call(
+            "/v3/maintenance/transfer-leadership",
+            {"targetID": str(target_id)},
+            endpoint=leader_endpoint,
+        )
 
     def snapshot(self, endpoint: str, sink: BinaryIO, timeout: float = 300.0) -> int:
         """Stream a snapshot (newline-delimited JSON chunks of base64) into sink."""
@@ -272,8 +275,12 @@ class EtcdClient:
             headers["Authorization"] = self._token
         try:
             resp = self._pool.request(
-                "POST", endpoint + "/v3/maintenance/snapshot", body=b"{}", headers=headers,
-                preload_content=False, timeout=urllib3.Timeout(connect=3.0, read=timeout),
+                "POST",
+                endpoint + "/v3/maintenance/snapshot",
+                body=b"{}",
+                headers=headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=3.0, read=timeout),
             )
         except urllib3.exceptions.HTTPError as exc:
             raise EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})") from exc
@@ -297,8 +304,11 @@ class EtcdClient:
         data = json.loads(line)
         if "error" in data:
             err = data["error"]
-            raise EtcdApiError(endpoint, int(err.get("grpc_code", err.get("code", 0)) or 0),
-                               str(err.get("message", err)))
+            raise EtcdApiError(
+                endpoint,
+                int(err.get("grpc_code", err.get("code", 0)) or 0),
+                str(err.get("message", err)),
+            )
         blob = _unb64(data.get("result", {}).get("blob", ""))
         sink.write(blob)
         return len(blob)

@@ -39,21 +39,30 @@ def create_refusal(
     if foreign_cluster:
         return f"host {ip} answers as a member of another etcd cluster: {rm_hint}"
     if facts.running and conf is None:
-        return (f"host {ip} runs an etcd that etcdsop did not configure (no {ETCD_CONF}): "
-                f"stop it first (systemctl disable --now etcd) if it holds nothing you need")
+        return (
+            f"host {ip} runs an etcd that etcdsop did not configure (no {ETCD_CONF}): "
+            f"stop it first (systemctl disable --now etcd) if it holds nothing you need"
+        )
     if token is not None and str(token) != member.cluster and (facts.running or facts.has_data):
-        return (f"host {ip} holds etcd cluster {token!r}, not {member.cluster!r} "
-                f"(initial-cluster-token in {ETCD_CONF}): {rm_hint}")
+        return (
+            f"host {ip} holds etcd cluster {token!r}, not {member.cluster!r} "
+            f"(initial-cluster-token in {ETCD_CONF}): {rm_hint}"
+        )
     if cluster_live and live is None:
         if facts.has_data:
-            return (f"host {ip} holds data dir {data} that is not a member of the live cluster "
-                    f"{member.cluster!r}: {rm_hint}, then join with: "
-                    f"etcdsop create -l {ip} -e etcd_init=existing")
+            return (
+                f"host {ip} holds data dir {data} that is not a member of the live cluster "
+                f"{member.cluster!r}: {rm_hint}, then join with: "
+                f"etcdsop create -l {ip} -e etcd_init=existing"
+            )
         if member.init != "existing":
-            return (f"cluster {member.cluster!r} is running and {ip} is not a member: join it "
-                    f"with: etcdsop create -l {ip} -e etcd_init=existing")
-    if not cluster_live and facts.has_data and conf and conf.get("name") not in (None,
-                                                                               member.name):
-        return (f"host {ip} holds the data dir of member {conf.get('name')!r}, "
-                f"not {member.name!r}: {rm_hint}")
+            return (
+                f"cluster {member.cluster!r} is running and {ip} is not a member: join it "
+                f"with: etcdsop create -l {ip} -e etcd_init=existing"
+            )
+    if not cluster_live and facts.has_data and conf and conf.get("name") not in (None, member.name):
+        return (
+            f"host {ip} holds the data dir of member {conf.get('name')!r}, "
+            f"not {member.name!r}: {rm_hint}"
+        )
     return None

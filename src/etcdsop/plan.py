@@ -52,8 +52,12 @@ class HostPlan:
     @property
     def changed(self) -> bool:
         return bool(
-            self.install_package or self.create_user or self.dirs or self.changes
-            or self.enable or self.service != "none"
+            self.install_package
+            or self.create_user
+            or self.dirs
+            or self.changes
+            or self.enable
+            or self.service != "none"
         )
 
 
@@ -65,13 +69,19 @@ def file_changes(files: Sequence[NodeFile], facts: HostFacts) -> list[FileChange
             changes.append(FileChange(wanted, "create", _diff(wanted, None)))
         elif not current.same_content(wanted.content):
             changes.append(FileChange(wanted, "update", _diff(wanted, current.content)))
-        elif (current.mode, current.owner, current.group) != (wanted.mode, wanted.owner,
-                                                               wanted.group):
-            changes.append(FileChange(
-                wanted, "attributes",
-                f"{wanted.path}: {current.owner}:{current.group} {current.mode:04o} -> "
-                f"{wanted.owner}:{wanted.group} {wanted.mode:04o}",
-            ))
+        elif (current.mode, current.owner, current.group) != (
+            wanted.mode,
+            wanted.owner,
+            wanted.group,
+        ):
+            changes.append(
+                FileChange(
+                    wanted,
+                    "attributes",
+                    f"{wanted.path}: {current.owner}:{current.group} {current.mode:04o} -> "
+                    f"{wanted.owner}:{wanted.group} {wanted.mode:04o}",
+                )
+            )
     return changes
 
 
@@ -80,7 +90,9 @@ def dir_changes(dirs: Sequence[NodeDir], facts: HostFacts) -> list[NodeDir]:
     for wanted in dirs:
         current = facts.dirs.get(wanted.path)
         if current is None or (current.mode, current.owner, current.group) != (
-            wanted.mode, wanted.owner, wanted.group
+            wanted.mode,
+            wanted.owner,
+            wanted.group,
         ):
             out.append(wanted)
     return out
@@ -94,9 +106,11 @@ def _diff(wanted: NodeFile, old: bytes | None) -> str:
         return f"{label}: {'new' if old is None else 'changed'} certificate"
     before = (old or b"").decode(errors="replace").splitlines(keepends=True)
     after = wanted.content.decode(errors="replace").splitlines(keepends=True)
-    return "".join(difflib.unified_diff(
-        before, after, fromfile=label if old is not None else "/dev/null", tofile=label
-    ))
+    return "".join(
+        difflib.unified_diff(
+            before, after, fromfile=label if old is not None else "/dev/null", tofile=label
+        )
+    )
 
 
 def conf_needs_restart(old: bytes | None, new: bytes) -> bool:

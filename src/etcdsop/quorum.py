@@ -27,11 +27,15 @@ class RemovalCheck:
 
     def arithmetic(self) -> str:
         if self.target_is_learner:
-            return (f"target is a learner: voters stay {self.voters} "
-                    f"({self.healthy_voters} healthy, quorum {self.quorum_now})")
-        return (f"voters {self.voters} ({self.healthy_voters} healthy, quorum "
-                f"{self.quorum_now}) -> after removal {self.voters_after} voters, "
-                f"{self.healthy_after} healthy, quorum {self.quorum_after}")
+            return (
+                f"target is a learner: voters stay {self.voters} "
+                f"({self.healthy_voters} healthy, quorum {self.quorum_now})"
+            )
+        return (
+            f"voters {self.voters} ({self.healthy_voters} healthy, quorum "
+            f"{self.quorum_now}) -> after removal {self.voters_after} voters, "
+            f"{self.healthy_after} healthy, quorum {self.quorum_after}"
+        )
 
 
 def check_removal(

@@ -96,7 +96,7 @@ def resolve(target: SshTarget, options: SshOptions) -> _Resolved:
     known = target.known_hosts_file or str(
         (cfg.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0]
     )
-    strict_value = (target.strict_host_key_checking or cfg.get("stricthostkeychecking") or "")
+    strict_value = target.strict_host_key_checking or cfg.get("stricthostkeychecking") or ""
     strict = options.strict_host_keys or str(strict_value).lower() == "yes"
     return _Resolved(
         hostname=hostname,
@@ -235,8 +235,9 @@ class RemoteHost:
             raise RemoteError(self.label, f"timed out after {timeout:.0f}s: {command}") from exc
         except (OSError, EOFError) as exc:
             raise RemoteError(self.label, f"SSH failure running {command}: {_reason(exc)}") from exc
-        result = CommandResult(self.label, command, rc, out.decode(errors="replace"),
-                               err.decode(errors="replace"))
+        result = CommandResult(
+            self.label, command, rc, out.decode(errors="replace"), err.decode(errors="replace")
+        )
         if check and rc != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
             raise RemoteError(self.label, f"command failed (exit {rc}): {command}", details=detail)
@@ -248,13 +249,13 @@ class RemoteHost:
             'set -e; t=$(mktemp "$1.etcdsop.XXXXXX"); trap \'rm -f "$t"\' EXIT; '
             'cat > "$t"; chown "$2" "$t"; chmod "$3" "$t"; mv -f "$t" "$1"; trap - EXIT'
         )
-        self.run(["sh", "-c", script, "sh", path, f"{owner}:{group}", f"{mode:04o}"],
-                 stdin=content)
+        self.run(["sh", "-c", script, "sh", path, f"{owner}:{group}", f"{mode:04o}"], stdin=content)
 
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         result = self.run(
             ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
-            check=False, timeout=20,
+            check=False,
+            timeout=20,
         )
         return result.stdout.strip()
 

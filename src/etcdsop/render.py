@@ -118,8 +118,7 @@ def node_files(
         NodeFile(SERVER_CRT, cert_pem, "etcd", "etcd", 0o644),
         NodeFile(SERVER_KEY, key_pem, "etcd", "etcd", 0o600, secret=True),
         NodeFile(ETCD_PASS, member.root_password.encode(), "root", "etcd", 0o640, secret=True),
-        NodeFile(ETCD_CONF, render_etcd_conf(member, initial_cluster, init), "etcd", "etcd",
-                 0o644),
+        NodeFile(ETCD_CONF, render_etcd_conf(member, initial_cluster, init), "etcd", "etcd", 0o644),
         NodeFile(UNIT, render_unit(member), "root", "root", 0o644),
         NodeFile(PROFILE, render_profile(member, endpoints), "root", "root", 0o644),
     ]

@@ -40,11 +40,19 @@ class Bed:
     ips: list[str]
     paths: sandbox.SandboxPaths
 
-    def ssh(self, ip: str, command: str, *, check: bool = True, stdin: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self,
+        ip: str,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
         argv = [*sandbox.ssh_command(ip, state_dir=self.paths.state_dir), command]
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=check,
-                              timeout=timeout)
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     def each(self, ips: Sequence[str], command: str) -> dict[str, str]:
         with ThreadPoolExecutor(max_workers=len(ips) or 1) as pool:
@@ -54,9 +62,15 @@ class Bed:
     def wipe(self, ips: Sequence[str] | None = None) -> None:
         self.each(list(ips or self.ips), WIPE)
 
-    def inventory(self, where: Path, members: Sequence[str], *, group_vars: dict[str, Any]
-                  | None = None, host_vars: dict[str, dict[str, Any]] | None = None,
-                  extra_hosts: dict[str, dict[str, Any]] | None = None) -> Path:
+    def inventory(
+        self,
+        where: Path,
+        members: Sequence[str],
+        *,
+        group_vars: dict[str, Any] | None = None,
+        host_vars: dict[str, dict[str, Any]] | None = None,
+        extra_hosts: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
         """A Pigsty-shaped inventory; members get etcd_seq by their position + 1."""
         hosts: dict[str, dict[str, Any]] = {}
         for seq, ip in enumerate(members, start=1):
@@ -67,8 +81,11 @@ class Bed:
                 "children": {
                     "etcd": {
                         "hosts": hosts,
-                        "vars": {"etcd_cluster": "etcd", "etcd_root_password": PASSWORD,
-                                 **(group_vars or {})},
+                        "vars": {
+                            "etcd_cluster": "etcd",
+                            "etcd_root_password": PASSWORD,
+                            **(group_vars or {}),
+                        },
                     }
                 },
                 "vars": {
@@ -84,14 +101,22 @@ class Bed:
         return path
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real command, in its own process: real exit codes, real argv."""
-    proc = subprocess.run([sys.executable, "-m", "etcdsop", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "etcdsop", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"etcdsop {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"etcdsop {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 

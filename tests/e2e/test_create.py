@@ -2,42 +2,50 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from tests.e2e.conftest import PASSWORD, Bed, run_cli
 
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EtcdApiError, EtcdClient, TlsFiles
 from etcdsop.pki import cert_sans
-from tests.e2e.conftest import PASSWORD, Bed, run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def tls(inventory: Path) -> TlsFiles:
     pki = inventory.parent / "files" / "pki"
-    return TlsFiles(pki / "ca" / "ca.crt", pki / "etcdsop" / "admin.crt",
-                    pki / "etcdsop" / "admin.key")
+    return TlsFiles(
+        pki / "ca" / "ca.crt", pki / "etcdsop" / "admin.crt", pki / "etcdsop" / "admin.key"
+    )
 
 
-def client(inventory: Path, ips: list[str], *, user: str | None = "root",
-           password: str | None = PASSWORD) -> EtcdClient:
-    return EtcdClient([f"https://{ip}:2379" for ip in ips], tls(inventory), user=user,
-                      password=password)
+def client(
+    inventory: Path, ips: list[str], *, user: str | None = "root", password: str | None = PASSWORD
+) -> EtcdClient:
+    return EtcdClient(
+        [f"https://{ip}:2379" for ip in ips], tls(inventory), user=user, password=password
+    )
 
 
 def unit_times(bed: Bed, ips: list[str]) -> dict[str, tuple[int, int]]:
     """(ActiveEnterTimestampMonotonic, InactiveEnterTimestamp realtime usec) per host."""
-    outs = bed.each(ips, "systemctl show -p ActiveEnterTimestamp -p InactiveEnterTimestamp "
-                         "--timestamp=unix etcd")
+    outs = bed.each(
+        ips,
+        "systemctl show -p ActiveEnterTimestamp -p InactiveEnterTimestamp --timestamp=unix etcd",
+    )
     times = {}
     for ip, text in outs.items():
         values = dict(line.split("=", 1) for line in text.strip().splitlines())
-        times[ip] = (_unix(values.get("ActiveEnterTimestamp", "")),
-                     _unix(values.get("InactiveEnterTimestamp", "")))
+        times[ip] = (
+            _unix(values.get("ActiveEnterTimestamp", "")),
+            _unix(values.get("InactiveEnterTimestamp", "")),
+        )
     return times
 
 
@@ -73,10 +81,13 @@ def test_create_three_members_tls_rbac_files(trio: tuple[Bed, Path, list[str]]) 
         client(inventory, ips, password="wrong").put("/etcdsop/e2e", "bad")
 
     # Every node file: owner, group, mode; the password file bare; SANs of the node cert.
-    listing = bed.ssh(ips[1], "stat -c '%n %U:%G %a' /etc/etcd /var/lib/etcd /data/etcd "
-                      "/etc/etcd/etcd.conf /etc/etcd/etcd.pass /etc/etcd/ca.crt "
-                      "/etc/etcd/server.crt /etc/etcd/server.key "
-                      "/etc/systemd/system/etcd.service /etc/profile.d/etcdctl.sh").stdout
+    listing = bed.ssh(
+        ips[1],
+        "stat -c '%n %U:%G %a' /etc/etcd /var/lib/etcd /data/etcd "
+        "/etc/etcd/etcd.conf /etc/etcd/etcd.pass /etc/etcd/ca.crt "
+        "/etc/etcd/server.crt /etc/etcd/server.key "
+        "/etc/systemd/system/etcd.service /etc/profile.d/etcdctl.sh",
+    ).stdout
     assert dict(line.split(" ", 1) for line in listing.strip().splitlines()) == {
         "/etc/etcd": "etcd:etcd 750",
         "/var/lib/etcd": "etcd:etcd 770",
@@ -94,14 +105,16 @@ def test_create_three_members_tls_rbac_files(trio: tuple[Bed, Path, list[str]]) 
     assert "name: etcd-2\n" in conf
     assert f"listen-client-urls: https://{ips[1]}:2379,https://127.0.0.1:2379\n" in conf
     node_cert = bed.ssh(ips[1], "cat /etc/etcd/server.crt").stdout.encode()
-    assert cert_sans(node_cert) == {"IP:127.0.0.1", "DNS:localhost", f"IP:{ips[1]}",
-                                    "DNS:etcd-2"}
+    assert cert_sans(node_cert) == {"IP:127.0.0.1", "DNS:localhost", f"IP:{ips[1]}", "DNS:etcd-2"}
     key_mode = (inventory.parent / "files/pki/etcd/etcd-2.key").stat().st_mode & 0o777
     assert key_mode == 0o600
 
     # The operator's etcdctl environment works as root on the node, password from the file.
-    out = bed.ssh(ips[0], "bash -lc 'etcdctl put /etcdsop/ctl v1 && etcdctl get "
-                          "--print-value-only /etcdsop/ctl && etcdctl member list'").stdout
+    out = bed.ssh(
+        ips[0],
+        "bash -lc 'etcdctl put /etcdsop/ctl v1 && etcdctl get "
+        "--print-value-only /etcdsop/ctl && etcdctl member list'",
+    ).stdout
     assert out.splitlines()[:2] == ["OK", "v1"]
     assert out.count("started") == 3
 
@@ -146,8 +159,16 @@ def test_changed_heartbeat_restarts_one_at_a_time_and_keeps_data(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        proc = run_cli("create", "-i", str(inventory), "-e", "etcd_heartbeat_interval=200",
-                       "-e", "etcd_election_timeout=2000", "--json")
+        proc = run_cli(
+            "create",
+            "-i",
+            str(inventory),
+            "-e",
+            "etcd_heartbeat_interval=200",
+            "-e",
+            "etcd_election_timeout=2000",
+            "--json",
+        )
     finally:
         stop.set()
         thread.join()
@@ -158,7 +179,7 @@ def test_changed_heartbeat_restarts_one_at_a_time_and_keeps_data(
     for ip in ips:
         assert after[ip][0] > before[ip][0], f"{ip} was not restarted"
     # One at a time: each member stops only after the previous one is active again.
-    for prev, nxt in zip(order, order[1:], strict=False):
+    for prev, nxt in itertools.pairwise(order):
         assert after[nxt][1] >= after[prev][0], f"{nxt} stopped before {prev} was back"
     assert "heartbeat-interval: 200" in bed.ssh(ips[0], "cat /etc/etcd/etcd.conf").stdout
     assert client(inventory, ips).get_prefix("/etcdsop/keep/") == {
@@ -168,7 +189,7 @@ def test_changed_heartbeat_restarts_one_at_a_time_and_keeps_data(
 
 
 def test_unreachable_host_stops_before_any_change(clean: Bed, tmp_path: Path) -> None:
-    ips = clean.ips[:2] + ["198.18.2.250"]  # nobody answers there
+    ips = [*clean.ips[:2], "198.18.2.250"]  # nobody answers there
     inventory = clean.inventory(tmp_path, ips)
     proc = run_cli("create", "-i", str(inventory), check=False, timeout=120)
     assert proc.returncode == 2
@@ -192,8 +213,17 @@ def test_dry_run_changes_nothing(trio: tuple[Bed, Path, list[str]]) -> None:
     run_cli("create", "-i", str(inventory))
     before = unit_times(bed, ips)
     conf = bed.ssh(ips[0], "cat /etc/etcd/etcd.conf").stdout
-    proc = run_cli("create", "-i", str(inventory), "--dry-run", "--json", "-e",
-                   "etcd_heartbeat_interval=300", "-e", "etcd_election_timeout=3000")
+    proc = run_cli(
+        "create",
+        "-i",
+        str(inventory),
+        "--dry-run",
+        "--json",
+        "-e",
+        "etcd_heartbeat_interval=300",
+        "-e",
+        "etcd_election_timeout=3000",
+    )
     result = json.loads(proc.stdout)
     assert {h["service"] for h in result["hosts"]} == {"restart"}
     assert "+heartbeat-interval: 300" in proc.stderr
@@ -213,8 +243,9 @@ def test_join_fourth_member_with_etcd_init_existing(clean: Bed, tmp_path: Path) 
     proc = run_cli("create", "-i", str(inventory), "-l", ips[3], check=False)
     assert proc.returncode == 3 and "etcd_init=existing" in proc.stderr
 
-    proc = run_cli("create", "-i", str(inventory), "-l", ips[3], "-e", "etcd_init=existing",
-                   "--json")
+    proc = run_cli(
+        "create", "-i", str(inventory), "-l", ips[3], "-e", "etcd_init=existing", "--json"
+    )
     assert json.loads(proc.stdout)["joined"] == [ips[3]]
     members = root.member_list()
     assert len(members) == 4 and all(m.started and not m.is_learner for m in members)

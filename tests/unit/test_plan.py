@@ -5,32 +5,53 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from tests.unit.factories import member, trio
 
 from etcdsop.etcd import MemberInfo
 from etcdsop.facts import HostFacts, RemoteDir, RemoteFile, parse_facts
 from etcdsop.guards import create_refusal
 from etcdsop.plan import conf_needs_restart, find_live, plan_host
 from etcdsop.render import PeerRef, node_dirs, node_files
-from tests.unit.factories import member, trio
 
 M = trio()[0]
 
 
 def _files(m=M, init="new", ca=b"CA", cluster=None):  # type: ignore[no-untyped-def]
     peers = cluster or [PeerRef(x.name, x.peer_url) for x in trio()]
-    return node_files(m, initial_cluster=peers, init=init, endpoints=[m.client_url],
-                      ca_pem=ca, cert_pem=b"CRT", key_pem=b"KEY")
+    return node_files(
+        m,
+        initial_cluster=peers,
+        init=init,
+        endpoints=[m.client_url],
+        ca_pem=ca,
+        cert_pem=b"CRT",
+        key_pem=b"KEY",
+    )
 
 
 def _facts_with(files, *, active="active", enabled="enabled", data=True):  # type: ignore[no-untyped-def]
     remote = {
-        f.path: RemoteFile(f.path, f.mode, f.owner, f.group, None if f.secret else f.content,
-                           hashlib.sha256(f.content).hexdigest())
+        f.path: RemoteFile(
+            f.path,
+            f.mode,
+            f.owner,
+            f.group,
+            None if f.secret else f.content,
+            hashlib.sha256(f.content).hexdigest(),
+        )
         for f in files
     }
     dirs = {d.path: RemoteDir(d.path, d.mode, d.owner, d.group) for d in node_dirs(M)}
-    return HostFacts(files=remote, dirs=dirs, etcd_version="3.4.23", has_data=data,
-                     active=active, enabled=enabled, etcd_user=True, os_id="debian")
+    return HostFacts(
+        files=remote,
+        dirs=dirs,
+        etcd_version="3.4.23",
+        has_data=data,
+        active=active,
+        enabled=enabled,
+        etcd_user=True,
+        os_id="debian",
+    )
 
 
 LIVE = MemberInfo(1, M.name, (M.peer_url,), (M.client_url,), False)
@@ -71,12 +92,15 @@ def test_bootstrap_only_change_rewrites_file_without_restart() -> None:
 
 def test_node_cert_rotation_needs_no_restart_but_new_ca_does() -> None:
     old = _files()
-    rotated = [f if f.path != "/etc/etcd/server.crt" else
-               type(f)(f.path, b"NEW", f.owner, f.group, f.mode) for f in old]
+    rotated = [
+        f if f.path != "/etc/etcd/server.crt" else type(f)(f.path, b"NEW", f.owner, f.group, f.mode)
+        for f in old
+    ]
     plan = plan_host(M, rotated, node_dirs(M), _facts_with(old), live=LIVE, cluster_live=True)
     assert plan.service == "none" and "certificate" in plan.changes[0].diff
-    plan = plan_host(M, _files(ca=b"CA2"), node_dirs(M), _facts_with(old), live=LIVE,
-                     cluster_live=True)
+    plan = plan_host(
+        M, _files(ca=b"CA2"), node_dirs(M), _facts_with(old), live=LIVE, cluster_live=True
+    )
     assert plan.service == "restart" and plan.reasons == ("CA changed",)
 
 
@@ -93,8 +117,9 @@ def test_mode_drift_is_fixed_without_restart() -> None:
     files = _files()
     facts = _facts_with(files)
     key = facts.files["/etc/etcd/server.key"]
-    facts.files["/etc/etcd/server.key"] = RemoteFile(key.path, 0o644, "etcd", "etcd", None,
-                                                     key.sha256)
+    facts.files["/etc/etcd/server.key"] = RemoteFile(
+        key.path, 0o644, "etcd", "etcd", None, key.sha256
+    )
     plan = plan_host(M, files, node_dirs(M), facts, live=LIVE, cluster_live=True)
     assert [(c.path, c.kind) for c in plan.changes] == [("/etc/etcd/server.key", "attributes")]
     assert plan.service == "none"
@@ -103,20 +128,29 @@ def test_mode_drift_is_fixed_without_restart() -> None:
 def test_stopped_member_is_started_and_non_member_of_live_cluster_joins() -> None:
     files = _files()
     stopped = _facts_with(files, active="inactive")
-    assert plan_host(M, files, node_dirs(M), stopped, live=LIVE, cluster_live=True
-                     ).service == "start"
-    assert plan_host(M, files, node_dirs(M), HostFacts(), live=None, cluster_live=True
-                     ).service == "join"
+    assert (
+        plan_host(M, files, node_dirs(M), stopped, live=LIVE, cluster_live=True).service == "start"
+    )
+    assert (
+        plan_host(M, files, node_dirs(M), HostFacts(), live=None, cluster_live=True).service
+        == "join"
+    )
 
 
-@pytest.mark.parametrize(("old", "new", "restart"), [
-    (b"name: a\nheartbeat-interval: 100\n", b"name: a\nheartbeat-interval: 100\n", False),
-    (b"name: a\ninitial-cluster-state: new\n", b"name: a\ninitial-cluster-state: existing\n",
-     False),
-    (b"name: a\n", b"name: b\n", True),
-    (b"{{ not yaml", b"name: a\n", True),
-    (None, b"name: a\n", True),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "restart"),
+    [
+        (b"name: a\nheartbeat-interval: 100\n", b"name: a\nheartbeat-interval: 100\n", False),
+        (
+            b"name: a\ninitial-cluster-state: new\n",
+            b"name: a\ninitial-cluster-state: existing\n",
+            False,
+        ),
+        (b"name: a\n", b"name: b\n", True),
+        (b"{{ not yaml", b"name: a\n", True),
+        (None, b"name: a\n", True),
+    ],
+)
 def test_conf_needs_restart(old: bytes | None, new: bytes, restart: bool) -> None:
     assert conf_needs_restart(old, new) is restart
 
@@ -149,14 +183,14 @@ def test_parse_facts_reads_script_output() -> None:
 
 # -- guards ---------------------------------------------------------------------------
 def _conf_facts(conf: bytes, *, active: str = "active", data: bool = True) -> HostFacts:
-    f = RemoteFile("/etc/etcd/etcd.conf", 0o644, "etcd", "etcd", conf,
-                   hashlib.sha256(conf).hexdigest())
+    f = RemoteFile(
+        "/etc/etcd/etcd.conf", 0o644, "etcd", "etcd", conf, hashlib.sha256(conf).hexdigest()
+    )
     return HostFacts(files={f.path: f}, etcd_version="3.4.23", has_data=data, active=active)
 
 
 def test_guard_refuses_a_host_serving_another_cluster() -> None:
-    why = create_refusal(M, _conf_facts(b"name: x-1\ninitial-cluster-token: other\n"), None,
-                         False)
+    why = create_refusal(M, _conf_facts(b"name: x-1\ninitial-cluster-token: other\n"), None, False)
     assert why and "'other'" in why and "etcdsop rm 10.10.10.10" in why
 
 

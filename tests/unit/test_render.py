@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import yaml
+from tests.unit.factories import member, trio
 
 from etcdsop.render import PeerRef, node_files, render_etcd_conf, render_profile, render_unit
-from tests.unit.factories import member, trio
 
 EXPECTED_CONF = """\
 # etcd configuration for etcd-2, managed by etcdsop: local edits are overwritten
@@ -48,8 +48,16 @@ def test_etcd_conf_matches_reference_text() -> None:
 
 
 def test_etcd_conf_follows_member_variables() -> None:
-    m = member("10.0.0.5", 7, cluster="meta", port=3379, peer_port=3380, data_dir="/pg/etcd",
-               heartbeat_interval=250, election_timeout=2500)
+    m = member(
+        "10.0.0.5",
+        7,
+        cluster="meta",
+        port=3379,
+        peer_port=3380,
+        data_dir="/pg/etcd",
+        heartbeat_interval=250,
+        election_timeout=2500,
+    )
     conf = yaml.safe_load(render_etcd_conf(m, [PeerRef(m.name, m.peer_url)], "existing"))
     assert conf["name"] == "meta-7"
     assert conf["initial-cluster-state"] == "existing"
@@ -61,10 +69,19 @@ def test_etcd_conf_follows_member_variables() -> None:
 
 def test_unit_is_type_notify_with_reference_limits() -> None:
     unit = render_unit(member(data_dir="/data/etcd")).decode()
-    for line in ("Type=notify", "User=etcd", "WorkingDirectory=/data/etcd",
-                 "ExecStart=/usr/bin/etcd --config-file /etc/etcd/etcd.conf",
-                 "Restart=on-failure", "RestartSec=5", "TimeoutStartSec=60", "TimeoutStopSec=60",
-                 "LimitNOFILE=65536", "OOMScoreAdjust=-1000", "WantedBy=multi-user.target"):
+    for line in (
+        "Type=notify",
+        "User=etcd",
+        "WorkingDirectory=/data/etcd",
+        "ExecStart=/usr/bin/etcd --config-file /etc/etcd/etcd.conf",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "TimeoutStartSec=60",
+        "TimeoutStopSec=60",
+        "LimitNOFILE=65536",
+        "OOMScoreAdjust=-1000",
+        "WantedBy=multi-user.target",
+    ):
         assert line in unit.splitlines()
 
 
@@ -79,9 +96,18 @@ def test_profile_exports_endpoints_and_reads_password_from_file() -> None:
 
 def test_node_files_paths_owners_modes() -> None:
     m = member()
-    files = {f.path: f for f in node_files(m, initial_cluster=_cluster(), init="new",
-                                           endpoints=[m.client_url], ca_pem=b"CA",
-                                           cert_pem=b"CRT", key_pem=b"KEY")}
+    files = {
+        f.path: f
+        for f in node_files(
+            m,
+            initial_cluster=_cluster(),
+            init="new",
+            endpoints=[m.client_url],
+            ca_pem=b"CA",
+            cert_pem=b"CRT",
+            key_pem=b"KEY",
+        )
+    }
     expected = {
         "/etc/etcd/etcd.conf": ("etcd", "etcd", 0o644),
         "/etc/etcd/etcd.pass": ("root", "etcd", 0o640),
@@ -93,5 +119,7 @@ def test_node_files_paths_owners_modes() -> None:
     }
     assert {p: (f.owner, f.group, f.mode) for p, f in files.items()} == expected
     assert files["/etc/etcd/etcd.pass"].content == b"S3cret.Pass"  # bare, no newline
-    assert {p for p, f in files.items() if f.secret} == {"/etc/etcd/etcd.pass",
-                                                          "/etc/etcd/server.key"}
+    assert {p for p, f in files.items() if f.secret} == {
+        "/etc/etcd/etcd.pass",
+        "/etc/etcd/server.key",
+    }

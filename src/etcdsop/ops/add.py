@@ -7,10 +7,11 @@ rolled back so the member list is exactly as before.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,11 @@ from etcdsop.ops.create import (
 from etcdsop.plan import find_live
 from etcdsop.waits import retry_etcd
 
-NOT_IN_SYNC = ("can only promote a learner member which is in sync with leader",
-               "not in sync", "request timed out")
+NOT_IN_SYNC = (
+    "can only promote a learner member which is in sync with leader",
+    "not in sync",
+    "request timed out",
+)
 RELOAD_HINT = "etcdsop reload --target etcd,etcdctl,patroni,vip"
 
 
@@ -54,11 +58,12 @@ def members_for_ips(inventory: Inventory, ips: Sequence[str]) -> list[Member]:
             address = ipaddress.ip_address(arg.strip())
         except ValueError:
             raise InputError(f"{arg!r} is not an IP address") from None
-        member = next((m for m in inventory.members
-                       if ipaddress.ip_address(m.ip) == address), None)
+        member = next((m for m in inventory.members if ipaddress.ip_address(m.ip) == address), None)
         if member is None:
-            raise InputError(f"{arg} is not a host of the etcd group in {inventory.path}: "
-                             "add it there first (with its etcd_seq)")
+            raise InputError(
+                f"{arg} is not a host of the etcd group in {inventory.path}: "
+                "add it there first (with its etcd_seq)"
+            )
         if member not in members:
             members.append(member)
     return members
@@ -84,8 +89,10 @@ def promote(ctx: Context, member: Member, *, timeout: float) -> MemberInfo:
         ctx.report.host(member.ip, "already a voter", "ok")
         return entry
     if not entry.started:
-        raise MemberError(f"{member.ip}: learner {entry.hex_id} has not started yet: start "
-                          "etcd on it (or remove it with etcdsop rm) first")
+        raise MemberError(
+            f"{member.ip}: learner {entry.hex_id} has not started yet: start "
+            "etcd on it (or remove it with etcdsop rm) first"
+        )
     _promote_when_in_sync(ctx, member, entry, timeout)
     return _verify(ctx, member, entry.id, learner=False)
 
@@ -108,8 +115,11 @@ def _add_one(ctx: Context, member: Member, result: AddResult, promote_timeout: f
         return
     client = ctx.client(view.voter_endpoints())
     if entry is not None:  # announced by an earlier run that died before the start
-        ctx.report.host(member.ip, f"removing unstarted member {entry.hex_id} left by an "
-                        "earlier attempt", "changed")
+        ctx.report.host(
+            member.ip,
+            f"removing unstarted member {entry.hex_id} left by an earlier attempt",
+            "changed",
+        )
         _remove_member(ctx, client, entry.id)
         view = _live_view(ctx)
     _preflight(ctx, view, member)
@@ -122,15 +132,19 @@ def _add_one(ctx: Context, member: Member, result: AddResult, promote_timeout: f
     apply_plans(ctx, [plan])
 
     before = sorted(m.id for m in view.members)
-    added = retry_etcd(lambda: client.member_add([member.peer_url], learner=True),
-                       transient=("unhealthy cluster",), timeout=ctx.options.wait_timeout)
+    added = retry_etcd(
+        lambda: client.member_add([member.peer_url], learner=True),
+        transient=("unhealthy cluster",),
+        timeout=ctx.options.wait_timeout,
+    )
     ctx.report.host(member.ip, f"member {added.hex_id} added as learner", "changed")
     try:
         ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=60)
         _wait_started(ctx, client, member, added.id)
         if not member.learner:
-            _promote_when_in_sync(ctx, member, dataclasses.replace(added, name=member.name),
-                                  promote_timeout)
+            _promote_when_in_sync(
+                ctx, member, dataclasses.replace(added, name=member.name), promote_timeout
+            )
         _verify(ctx, member, added.id, learner=member.learner)
     except (EtcdsopError, KeyboardInterrupt) as exc:
         why = exc.message if isinstance(exc, EtcdsopError) else "interrupted"
@@ -141,8 +155,10 @@ def _add_one(ctx: Context, member: Member, result: AddResult, promote_timeout: f
 def _live_view(ctx: Context) -> ClusterView:
     view = ctx.probe()
     if not view.live:
-        raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers: "
-                           "nothing to add to (create it with etcdsop create)")
+        raise ClusterError(
+            f"no member of cluster {ctx.inventory.cluster!r} answers: "
+            "nothing to add to (create it with etcdsop create)"
+        )
     return view
 
 
@@ -150,19 +166,21 @@ def _preflight(ctx: Context, view: ClusterView, member: Member) -> None:
     """Every voter answers and knows the leader; nothing else pending; the host answers."""
     pending = [m for m in view.members if not m.started or m.is_learner]
     if pending:
-        who = ", ".join(f"{p.name or 'unstarted'} {p.hex_id} ({p.peer_urls[0]})"
-                        for p in pending)
-        raise GuardRefused(f"a pending member must be finished first: {who}: promote it "
-                           "(etcdsop promote IP) or remove it (etcdsop rm IP)")
+        who = ", ".join(f"{p.name or 'unstarted'} {p.hex_id} ({p.peer_urls[0]})" for p in pending)
+        raise GuardRefused(
+            f"a pending member must be finished first: {who}: promote it "
+            "(etcdsop promote IP) or remove it (etcdsop rm IP)"
+        )
     client = ctx.client()
     for voter in view.members:
         url = voter.client_urls[0] if voter.client_urls else ""
         try:
             status = client.status(url)
         except ClusterError as exc:
-            raise GuardRefused(f"voter {voter.name} ({url}) does not answer: a new member "
-                               f"would lower the fault tolerance further ({exc.message})"
-                               ) from exc
+            raise GuardRefused(
+                f"voter {voter.name} ({url}) does not answer: a new member "
+                f"would lower the fault tolerance further ({exc.message})"
+            ) from exc
         if not status.leader:
             raise GuardRefused(f"voter {voter.name} knows no leader: cluster not healthy")
     ctx.connect([member])
@@ -176,8 +194,9 @@ def _wait_started(ctx: Context, client: EtcdClient, member: Member, member_id: i
             ctx.report.host(member.ip, "etcd started as learner", "changed")
             return
         if time.monotonic() > deadline:
-            raise MemberError(f"{member.ip}: etcd did not start within "
-                              f"{ctx.options.wait_timeout:.0f}s")
+            raise MemberError(
+                f"{member.ip}: etcd did not start within {ctx.options.wait_timeout:.0f}s"
+            )
         time.sleep(0.3)
 
 
@@ -198,21 +217,23 @@ def _leader(ctx: Context) -> tuple[int, str]:
     raise ClusterError("no voter reports a leader")
 
 
-def _promote_when_in_sync(ctx: Context, member: Member, entry: MemberInfo,
-                          timeout: float) -> None:
+def _promote_when_in_sync(ctx: Context, member: Member, entry: MemberInfo, timeout: float) -> None:
     """Promote through the leader (a follower times out with auth on: etcd #20757),
     retrying 'not in sync' until the learner caught up or the bound is reached."""
     client = ctx.client()
     deadline = time.monotonic() + timeout
     last_shown = 0.0
     while True:
-        leader_id, leader_url = _leader(ctx)
+        _leader_id, leader_url = _leader(ctx)
         try:
             learner_index = client.status(member.client_url).raft_index
             leader_index = client.status(leader_url).raft_index
             if time.monotonic() - last_shown > 1.0:
-                ctx.report.host(member.ip, f"catching up: raft index {learner_index} / "
-                                f"{leader_index} (leader)", "info")
+                ctx.report.host(
+                    member.ip,
+                    f"catching up: raft index {learner_index} / {leader_index} (leader)",
+                    "info",
+                )
                 last_shown = time.monotonic()
         except ClusterError:
             pass
@@ -224,9 +245,11 @@ def _promote_when_in_sync(ctx: Context, member: Member, entry: MemberInfo,
             if not any(t in exc.etcd_message for t in NOT_IN_SYNC):
                 raise MemberError(f"{member.ip}: promote failed: {exc.etcd_message}") from exc
             if time.monotonic() > deadline:
-                raise MemberError(f"{member.ip}: learner not in sync after {timeout:.0f}s "
-                                  f"({exc.etcd_message}); raise --promote-timeout or promote "
-                                  f"later with: etcdsop promote {member.ip}") from exc
+                raise MemberError(
+                    f"{member.ip}: learner not in sync after {timeout:.0f}s "
+                    f"({exc.etcd_message}); raise --promote-timeout or promote "
+                    f"later with: etcdsop promote {member.ip}"
+                ) from exc
         time.sleep(0.5)
 
 
@@ -235,39 +258,50 @@ def _verify(ctx: Context, member: Member, member_id: int, *, learner: bool) -> M
     deadline = time.monotonic() + ctx.options.wait_timeout
     while True:
         entry = next((m for m in client.member_list() if m.id == member_id), None)
-        if (entry is not None and entry.started and entry.is_learner == learner
-                and client.health(member.client_url)):
+        if (
+            entry is not None
+            and entry.started
+            and entry.is_learner == learner
+            and client.health(member.client_url)
+        ):
             ctx.report.host(member.ip, f"healthy {'learner' if learner else 'voter'}", "ok")
             return entry
         if time.monotonic() > deadline:
-            raise MemberError(f"{member.ip}: not a healthy {'learner' if learner else 'voter'}"
-                              f" after {ctx.options.wait_timeout:.0f}s")
+            raise MemberError(
+                f"{member.ip}: not a healthy {'learner' if learner else 'voter'}"
+                f" after {ctx.options.wait_timeout:.0f}s"
+            )
         time.sleep(0.3)
 
 
 def _remove_member(ctx: Context, client: EtcdClient, member_id: int) -> None:
     try:
-        retry_etcd(lambda: client.member_remove(member_id),
-                   transient=("unhealthy cluster",), timeout=ctx.options.wait_timeout)
+        retry_etcd(
+            lambda: client.member_remove(member_id),
+            transient=("unhealthy cluster",),
+            timeout=ctx.options.wait_timeout,
+        )
     except EtcdApiError as exc:
         if "member not found" not in exc.etcd_message:
             raise
 
 
-def _rollback(ctx: Context, client: EtcdClient, member: Member, member_id: int,
-              before: list[int], why: str) -> MemberError:
+def _rollback(
+    ctx: Context, client: EtcdClient, member: Member, member_id: int, before: list[int], why: str
+) -> MemberError:
     """Undo the add: stop etcd there, remove the member, wipe its data dir."""
     ctx.report.host(member.ip, f"failed ({why}); rolling back", "failed")
     host = ctx.host(member)
     journal = ""
-    try:
+    with contextlib.suppress(ClusterError):
         journal = host.journal_tail("etcd", 20)
-    except ClusterError:
-        pass
-    problems = []
-    for step in (lambda: hostops.stop_etcd(host),
-                 lambda: _remove_member(ctx, client, member_id),
-                 lambda: hostops.wipe_data(host, member)):
+    problems: list[str] = []
+    steps: list[Callable[[], None]] = [
+        lambda: hostops.stop_etcd(host),
+        lambda: _remove_member(ctx, client, member_id),
+        lambda: hostops.wipe_data(host, member),
+    ]
+    for step in steps:
         try:
             step()
         except EtcdsopError as exc:
@@ -275,8 +309,12 @@ def _rollback(ctx: Context, client: EtcdClient, member: Member, member_id: int,
     after = sorted(m.id for m in client.member_list())
     if after != before:
         problems.append(f"member list differs from before ({len(after)} vs {len(before)})")
-    state = "rolled back, member list as before" if not problems else (
-        "ROLLBACK INCOMPLETE: " + "; ".join(problems))
-    return MemberError(f"{member.ip}: adding {member.name} failed: {why}; {state}",
-                       details=f"--- {member.ip} journalctl -u etcd ---\n{journal}"
-                       if journal else None)
+    state = (
+        "rolled back, member list as before"
+        if not problems
+        else ("ROLLBACK INCOMPLETE: " + "; ".join(problems))
+    )
+    return MemberError(
+        f"{member.ip}: adding {member.name} failed: {why}; {state}",
+        details=f"--- {member.ip} journalctl -u etcd ---\n{journal}" if journal else None,
+    )

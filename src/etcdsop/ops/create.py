@@ -118,19 +118,23 @@ def gather_facts(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts
     return facts
 
 
-def check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView
-                  ) -> None:
+def check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView) -> None:
     refusals = []
     for member in targets:
         why = create_refusal(
-            member, facts[member.ip], find_live(member, view.members), view.live,
+            member,
+            facts[member.ip],
+            find_live(member, view.members),
+            view.live,
             foreign_cluster=member.ip in view.foreign,
         )
         if why:
             refusals.append(why)
     if refusals:
-        raise GuardRefused("refusing to create, nothing was changed: " + refusals[0],
-                           details="\n".join(refusals[1:]) or None)
+        raise GuardRefused(
+            "refusing to create, nothing was changed: " + refusals[0],
+            details="\n".join(refusals[1:]) or None,
+        )
 
 
 def _check_join(targets: Sequence[Member], view: ClusterView) -> None:
@@ -156,8 +160,9 @@ class NodeCert:
     key_pem: bytes
 
 
-def issue_certificates(ctx: Context, targets: Sequence[Member], issued_names: list[str]
-                       ) -> tuple[bytes, dict[str, NodeCert]]:
+def issue_certificates(
+    ctx: Context, targets: Sequence[Member], issued_names: list[str]
+) -> tuple[bytes, dict[str, NodeCert]]:
     """CA, admin and node certificates (re-issued only when needed); in a dry run, the
     reasons they would be issued and the current certificates."""
     pki = ctx.pki
@@ -176,8 +181,9 @@ def issue_certificates(ctx: Context, targets: Sequence[Member], issued_names: li
                 nodes[m.ip] = NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
             else:
                 base = ctx.pki_dir / "etcd" / m.name
-                nodes[m.ip] = NodeCert(base.with_suffix(".crt").read_bytes(),
-                                        base.with_suffix(".key").read_bytes())
+                nodes[m.ip] = NodeCert(
+                    base.with_suffix(".crt").read_bytes(), base.with_suffix(".key").read_bytes()
+                )
         return ca_pem, nodes
     ca = pki.ensure_ca()
     admin = pki.ensure_admin()
@@ -191,8 +197,14 @@ def issue_certificates(ctx: Context, targets: Sequence[Member], issued_names: li
     return ca.cert_pem, {ip: NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
 
 
-def plan_member(ctx: Context, member: Member, targets: Sequence[Member], facts: HostFacts,
-          view: ClusterView, certs: tuple[bytes, dict[str, NodeCert]]) -> HostPlan:
+def plan_member(
+    ctx: Context,
+    member: Member,
+    targets: Sequence[Member],
+    facts: HostFacts,
+    view: ClusterView,
+    certs: tuple[bytes, dict[str, NodeCert]],
+) -> HostPlan:
     ca_pem, nodes = certs
     live = find_live(member, view.members)
     joining = view.live and live is None
@@ -208,8 +220,7 @@ def plan_member(ctx: Context, member: Member, targets: Sequence[Member], facts: 
     return plan_host(member, files, node_dirs(member), facts, live=live, cluster_live=view.live)
 
 
-def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView
-                     ) -> list[PeerRef]:
+def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView) -> list[PeerRef]:
     """Who etcd expects to meet when it bootstraps this member's data dir.
 
     A new cluster: the members started together now (a subset chosen with -l must
@@ -219,8 +230,11 @@ def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterVie
     if not view.live:
         refs = [PeerRef(m.name, m.peer_url) for m in targets]
     else:
-        refs = [PeerRef(m.name, m.peer_urls[0]) for m in view.members if m.started
-                and member.peer_url not in m.peer_urls]
+        refs = [
+            PeerRef(m.name, m.peer_urls[0])
+            for m in view.members
+            if m.started and member.peer_url not in m.peer_urls
+        ]
         refs.append(PeerRef(member.name, member.peer_url))
     return sorted(refs, key=lambda r: _url_sort_key(r.peer_url))
 
@@ -261,10 +275,20 @@ def report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
 # -- apply ---------------------------------------------------------------------------
 def _install_argv(facts_debian: bool) -> list[str]:
     if facts_debian:
-        return ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                "etcd-server"]
-    return ["sh", "-c", "command -v dnf >/dev/null && exec dnf install -y etcd || "
-            "exec yum install -y etcd"]
+        return [
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "etcd-server",
+        ]
+    return [
+        "sh",
+        "-c",
+        "command -v dnf >/dev/null && exec dnf install -y etcd || exec yum install -y etcd",
+    ]
 
 
 def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
@@ -274,8 +298,18 @@ def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
         # Debian's package starts a default single-node etcd: ours replaces it.
         host.run(["systemctl", "stop", "etcd"], check=False, timeout=90)
     if plan.create_user:
-        host.run(["useradd", "--system", "--home-dir", "/var/lib/etcd", "--shell",
-                  "/usr/sbin/nologin", "etcd"], check=False)
+        host.run(
+            [
+                "useradd",
+                "--system",
+                "--home-dir",
+                "/var/lib/etcd",
+                "--shell",
+                "/usr/sbin/nologin",
+                "etcd",
+            ],
+            check=False,
+        )
     for d in plan.dirs:
         host.run(["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path])
     for change in plan.changes:
@@ -288,33 +322,35 @@ def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
 
 
 def _put(ctx: Context, member: Member, file: NodeFile) -> None:
-    ctx.host(member).put_file(file.path, file.content, owner=file.owner, group=file.group,
-                              mode=file.mode)
+    ctx.host(member).put_file(
+        file.path, file.content, owner=file.owner, group=file.group, mode=file.mode
+    )
 
 
 def apply_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
     todo = [p for p in plans if p.changed]
     by_ip = {p.member.ip: p for p in todo}
-    debian = {p.member.ip: _is_debian(ctx, p.member) if p.install_package else True
-              for p in todo}
-    results = ctx.parallel([p.member for p in todo],
-                           lambda m: _apply_host(ctx, by_ip[m.ip], debian[m.ip]))
+    debian = {p.member.ip: _is_debian(ctx, p.member) if p.install_package else True for p in todo}
+    results = ctx.parallel(
+        [p.member for p in todo], lambda m: _apply_host(ctx, by_ip[m.ip], debian[m.ip])
+    )
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
-        raise ClusterError(f"applying changes failed: {failed[0].message}",
-                           details=failed[0].details)
+        raise ClusterError(
+            f"applying changes failed: {failed[0].message}", details=failed[0].details
+        )
 
 
 def _is_debian(ctx: Context, member: Member) -> bool:
-    result = ctx.host(member).run(["sh", "-c", ". /etc/os-release; echo $ID $ID_LIKE"],
-                                  check=False)
+    result = ctx.host(member).run(["sh", "-c", ". /etc/os-release; echo $ID $ID_LIKE"], check=False)
     words = result.stdout.split()
     return bool({"debian", "ubuntu"} & set(words))
 
 
 # -- launch --------------------------------------------------------------------------
-def _launch(ctx: Context, plans: Sequence[HostPlan], view: ClusterView,
-            result: CreateResult) -> None:
+def _launch(
+    ctx: Context, plans: Sequence[HostPlan], view: ClusterView, result: CreateResult
+) -> None:
     starts = [p.member for p in plans if p.service == "start"]
     if starts:
         # Type=notify: a lone start blocks until quorum, so start without blocking
@@ -378,15 +414,17 @@ def _join(ctx: Context, member: Member, view: ClusterView) -> None:
         # Right after a (re)start etcd refuses membership changes for ~5 s.
         added: MemberInfo | None = retry_etcd(
             lambda: client.member_add([member.peer_url], learner=member.learner),
-            transient=("unhealthy cluster",), timeout=ctx.options.wait_timeout,
+            transient=("unhealthy cluster",),
+            timeout=ctx.options.wait_timeout,
         )
     except EtcdApiError as exc:
         if "Peer URLs already exists" not in exc.etcd_message:
             raise MemberError(f"{member.ip}: member add failed: {exc.etcd_message}") from exc
         added = None  # a re-run after a partial join: the member is already announced
     kind = "learner" if member.learner else "voter"
-    ctx.report.host(member.ip, f"member added as {kind}" + ("" if added else " (already)"),
-                    "changed")
+    ctx.report.host(
+        member.ip, f"member added as {kind}" + ("" if added else " (already)"), "changed"
+    )
     ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=90)
     ctx.wait_healthy([member])
     ctx.report.host(member.ip, "etcd joined, healthy", "changed")
@@ -419,8 +457,11 @@ def refresh_conf(ctx: Context) -> list[str]:
         if isinstance(value, ClusterError):
             ctx.report.warn(f"{ip}: etcd.conf not refreshed: {value.message}")
         else:
-            ctx.report.host(ip, "etcd.conf refreshed (no restart)" if ip in changed
-                            else "etcd.conf up to date", "changed" if ip in changed else "ok")
+            ctx.report.host(
+                ip,
+                "etcd.conf refreshed (no restart)" if ip in changed else "etcd.conf up to date",
+                "changed" if ip in changed else "ok",
+            )
     return sorted(changed)
 
 

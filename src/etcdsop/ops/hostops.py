@@ -17,7 +17,9 @@ if ! timeout 40 systemctl stop etcd >/dev/null 2>&1; then
   systemctl kill --signal=SIGKILL etcd >/dev/null 2>&1; sleep 1
 fi
 systemctl reset-failed etcd >/dev/null 2>&1
-if [ "$(systemctl is-active etcd 2>/dev/null)" = active ]; then echo "etcd still active" >&2; exit 1; fi
+if [ "$(systemctl is-active etcd 2>/dev/null)" = active ]; then
+  echo "etcd still active" >&2; exit 1
+fi
 exit 0
 """
 
@@ -26,8 +28,10 @@ def safe_data_dir(member: Member) -> str:
     """Refuse to wipe anything that does not look like a dedicated data dir."""
     path = PurePosixPath(member.data_dir)
     if not path.is_absolute() or len(path.parts) < 3 or ".." in path.parts:
-        raise InputError(f"host {member.ip}: etcd_data {member.data_dir!r} is not a dedicated "
-                         "absolute directory (e.g. /data/etcd): refusing to delete it")
+        raise InputError(
+            f"host {member.ip}: etcd_data {member.data_dir!r} is not a dedicated "
+            "absolute directory (e.g. /data/etcd): refusing to delete it"
+        )
     return str(path)
 
 
@@ -42,8 +46,18 @@ def wipe_data(host: RemoteHost, member: Member) -> None:
 
 def remove_files(host: RemoteHost, member: Member) -> None:
     """What Pigsty's etcd-rm.yml deletes with etcd_rm_data, then daemon-reload."""
-    host.run(["rm", "-rf", "--one-file-system", "/etc/etcd", "/var/lib/etcd",
-              safe_data_dir(member), UNIT, PROFILE])
+    host.run(
+        [
+            "rm",
+            "-rf",
+            "--one-file-system",
+            "/etc/etcd",
+            "/var/lib/etcd",
+            safe_data_dir(member),
+            UNIT,
+            PROFILE,
+        ]
+    )
     host.run(["systemctl", "daemon-reload"])
 
 

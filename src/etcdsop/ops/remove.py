@@ -39,12 +39,13 @@ def check_safeguard(members: Sequence[Member]) -> None:
     guarded = [m for m in members if m.safeguard]
     if guarded:
         names = ", ".join(f"{m.name} ({m.ip})" for m in guarded)
-        raise GuardRefused(f"etcd_safeguard is true for {names}: removal aborted; override "
-                           "with -e etcd_safeguard=false")
+        raise GuardRefused(
+            f"etcd_safeguard is true for {names}: removal aborted; override "
+            "with -e etcd_safeguard=false"
+        )
 
 
-def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
-           ) -> RemoveResult:
+def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool) -> RemoveResult:
     check_safeguard(members)
     result = RemoveResult()
     for member in members:
@@ -63,8 +64,7 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
         ctx.report.phase("refresh etcd.conf on the remaining members")
         result.refreshed = refresh_conf(ctx)
     gone = ", ".join(m.ip for m in members)
-    result.next_steps = [f"delete {gone} from the etcd group of {ctx.inventory.path}",
-                         RELOAD_HINT]
+    result.next_steps = [f"delete {gone} from the etcd group of {ctx.inventory.path}", RELOAD_HINT]
     return result
 
 
@@ -82,29 +82,38 @@ def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
     results = ctx.parallel(members, lambda m: _clean_host(ctx, m, result))
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
-        raise ClusterError(f"destroying failed on {len(failed)} host(s): {failed[0].message}",
-                           details=failed[0].details)
+        raise ClusterError(
+            f"destroying failed on {len(failed)} host(s): {failed[0].message}",
+            details=failed[0].details,
+        )
     result.removed = [{"ip": m.ip, "name": m.name} for m in members]
-    result.next_steps = [f"the cluster is gone: delete the etcd group from "
-                         f"{ctx.inventory.path} or run etcdsop create to start anew"]
+    result.next_steps = [
+        f"the cluster is gone: delete the etcd group from "
+        f"{ctx.inventory.path} or run etcdsop create to start anew"
+    ]
     return result
 
 
 # -- steps ----------------------------------------------------------------------------
 def _healthy_ids(client: EtcdClient, view: ClusterView) -> set[int]:
-    return {m.id for m in view.members
-            if m.started and m.client_urls and client.health(m.client_urls[0])}
+    return {
+        m.id
+        for m in view.members
+        if m.started and m.client_urls and client.health(m.client_urls[0])
+    }
 
 
 def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
     """From a healthy voter that stays, into files/backup/ beside the inventory (0600)."""
     client = ctx.client()
     healthy = _healthy_ids(client, view)
-    sources = [m for m in view.members if m.id in healthy and not m.is_learner
-               and m.id != exclude] or [m for m in view.members if m.id in healthy]
+    sources = [
+        m for m in view.members if m.id in healthy and not m.is_learner and m.id != exclude
+    ] or [m for m in view.members if m.id in healthy]
     if not sources:
-        raise ClusterError("no healthy member to take a snapshot from; use --no-backup to "
-                           "go on without one")
+        raise ClusterError(
+            "no healthy member to take a snapshot from; use --no-backup to go on without one"
+        )
     backup_dir: Path = ctx.inventory.files_dir / "backup"
     path = save_snapshot(client, sources[0].client_urls[0], backup_dir, ctx.inventory.cluster)
     size = path.stat().st_size
@@ -112,32 +121,38 @@ def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
     return str(path)
 
 
-def _remove_from_cluster(ctx: Context, view: ClusterView, member: Member, entry: MemberInfo,
-                         *, force: bool) -> None:
+def _remove_from_cluster(
+    ctx: Context, view: ClusterView, member: Member, entry: MemberInfo, *, force: bool
+) -> None:
     client = ctx.client()
     healthy = _healthy_ids(client, view)
     check = check_removal(view.members, healthy, entry.id)
     ctx.report.info(f"quorum: {check.arithmetic()}")
     if not check.allowed:
         if not force:
-            raise GuardRefused(f"removing {member.name} ({member.ip}) would leave the cluster "
-                               f"without quorum: {check.arithmetic()}; --force overrides "
-                               "(dangerous)")
+            raise GuardRefused(
+                f"removing {member.name} ({member.ip}) would leave the cluster "
+                f"without quorum: {check.arithmetic()}; --force overrides "
+                "(dangerous)"
+            )
         ctx.report.warn(f"--force: removing {member.ip} although {check.arithmetic()}")
-    stays = [m for m in view.members if m.id != entry.id and m.id in healthy
-             and not m.is_learner]
+    stays = [m for m in view.members if m.id != entry.id and m.id in healthy and not m.is_learner]
     if not stays:
         raise GuardRefused(f"no healthy voter would remain to remove {member.ip} through")
     if entry.client_urls and not entry.is_learner:
         _move_leadership_away(ctx, client, entry, stays)
     through = client.for_endpoints([m.client_urls[0] for m in stays])
-    retry_etcd(lambda: through.member_remove(entry.id), transient=("unhealthy cluster",),
-               timeout=ctx.options.wait_timeout)
+    retry_etcd(
+        lambda: through.member_remove(entry.id),
+        transient=("unhealthy cluster",),
+        timeout=ctx.options.wait_timeout,
+    )
     ctx.report.host(member.ip, f"member {entry.hex_id} removed from the cluster", "changed")
 
 
-def _move_leadership_away(ctx: Context, client: EtcdClient, entry: MemberInfo,
-                          stays: Sequence[MemberInfo]) -> None:
+def _move_leadership_away(
+    ctx: Context, client: EtcdClient, entry: MemberInfo, stays: Sequence[MemberInfo]
+) -> None:
     try:
         leader = client.status(entry.client_urls[0]).leader
     except ClusterError:
@@ -145,8 +160,9 @@ def _move_leadership_away(ctx: Context, client: EtcdClient, entry: MemberInfo,
     if leader != entry.id:
         return
     target = stays[0]
-    ctx.report.host(entry.client_urls[0], f"is the leader: moving leadership to {target.name}",
-                    "info")
+    ctx.report.host(
+        entry.client_urls[0], f"is the leader: moving leadership to {target.name}", "info"
+    )
     client.move_leader(target.id, leader_endpoint=entry.client_urls[0])
     deadline = time.monotonic() + ctx.options.wait_timeout
     while time.monotonic() < deadline:
@@ -156,8 +172,9 @@ def _move_leadership_away(ctx: Context, client: EtcdClient, entry: MemberInfo,
         except ClusterError:
             pass
         time.sleep(0.2)
-    raise ClusterError(f"leadership did not move to {target.name} within "
-                       f"{ctx.options.wait_timeout:.0f}s")
+    raise ClusterError(
+        f"leadership did not move to {target.name} within {ctx.options.wait_timeout:.0f}s"
+    )
 
 
 def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
@@ -165,8 +182,10 @@ def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
     try:
         host.connect()
     except ClusterError as exc:
-        ctx.report.warn(f"{member.ip}: host cleanup skipped, unreachable ({exc.message}); "
-                        "clean it later with: etcdsop rm " + member.ip)
+        ctx.report.warn(
+            f"{member.ip}: host cleanup skipped, unreachable ({exc.message}); "
+            "clean it later with: etcdsop rm " + member.ip
+        )
         result.cleanup_skipped.append(member.ip)
         return
     hostops.stop_etcd(host)

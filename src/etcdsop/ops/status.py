@@ -54,8 +54,9 @@ class StatusResult:
 def status(ctx: Context) -> StatusResult:
     inventory = ctx.inventory
     view = ctx.probe()
-    result = StatusResult(cluster=inventory.cluster,
-                          cluster_id=f"{view.cluster_id:x}" if view.cluster_id else None)
+    result = StatusResult(
+        cluster=inventory.cluster, cluster_id=f"{view.cluster_id:x}" if view.cluster_id else None
+    )
     if not view.live:
         result.notes.append("no member of the inventory answers: the cluster is down or absent")
         return result
@@ -72,29 +73,37 @@ def status(ctx: Context) -> StatusResult:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
-        answers = dict(zip(urls, pool.map(
-            lambda u: probe_member(u) if u else (None, False, "not started"), urls.values()
-        ), strict=True))
+        answers = dict(
+            zip(
+                urls,
+                pool.map(
+                    lambda u: probe_member(u) if u else (None, False, "not started"), urls.values()
+                ),
+                strict=True,
+            )
+        )
     leader_ids = {a[0].leader for a in answers.values() if a[0] is not None}
     for mi in sorted(view.members, key=lambda m: m.peer_urls[0] if m.peer_urls else ""):
         st, healthy, error = answers[mi.id]
-        result.members.append(MemberRow(
-            id=mi.hex_id,
-            name=mi.name,
-            peer_urls=list(mi.peer_urls),
-            client_urls=list(mi.client_urls),
-            started=mi.started,
-            learner=mi.is_learner,
-            leader=mi.id in leader_ids,
-            raft_term=st.raft_term if st else None,
-            raft_index=st.raft_index if st else None,
-            db_size=st.db_size if st else None,
-            version=st.version if st else None,
-            healthy=healthy,
-            latency_ms=round(st.latency_ms, 1) if st else None,
-            in_inventory=any(u in inventory_peers for u in mi.peer_urls),
-            error=error,
-        ))
+        result.members.append(
+            MemberRow(
+                id=mi.hex_id,
+                name=mi.name,
+                peer_urls=list(mi.peer_urls),
+                client_urls=list(mi.client_urls),
+                started=mi.started,
+                learner=mi.is_learner,
+                leader=mi.id in leader_ids,
+                raft_term=st.raft_term if st else None,
+                raft_index=st.raft_index if st else None,
+                db_size=st.db_size if st else None,
+                version=st.version if st else None,
+                healthy=healthy,
+                latency_ms=round(st.latency_ms, 1) if st else None,
+                in_inventory=any(u in inventory_peers for u in mi.peer_urls),
+                error=error,
+            )
+        )
     voters = [r for r in result.members if not r.learner]
     result.voters = len(voters)
     result.healthy_voters = sum(1 for r in voters if r.healthy)
