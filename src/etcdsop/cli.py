@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -45,23 +45,19 @@ InventoryOpt = Annotated[
     ),
 ]
 ExtraOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(  # noqa: UP045 (typer needs Optional)
+    list[str] | None,
+    typer.Option(
         "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable)."
     ),
 ]
 LimitOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(  # noqa: UP045
-        "-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable)."
-    ),
+    list[str] | None,
+    typer.Option("-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable)."),
 ]
 ForksOpt = Annotated[int, typer.Option("-f", "--forks", min=1, help="Hosts handled at once.")]
 PkiOpt = Annotated[
-    Optional[Path],
-    typer.Option(  # noqa: UP045
-        "--pki-dir", help="Certificates dir [default: files/pki beside the inventory]."
-    ),
+    Path | None,
+    typer.Option("--pki-dir", help="Certificates dir [default: files/pki beside the inventory]."),
 ]
 StrictOpt = Annotated[
     bool,
@@ -345,10 +341,8 @@ def promote(
 @app.command()
 def rm(
     ips: Annotated[
-        Optional[list[str]],
-        typer.Argument(  # noqa: UP045
-            help="Members to remove; none: destroy the whole cluster."
-        ),
+        list[str] | None,
+        typer.Argument(help="Members to remove; none: destroy the whole cluster."),
     ] = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     extra_vars: ExtraOpt = None,
