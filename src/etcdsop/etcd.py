@@ -58,6 +58,24 @@ class MemberInfo:
 
 
 @dataclass(frozen=True)
+class Permission:
+    """One key range of a role: READ, WRITE or READWRITE on [key, range_end)."""
+
+    perm_type: str
+    key: bytes
+    range_end: bytes
+
+    @classmethod
+    def prefix(cls, perm_type: str, prefix: str) -> Permission:
+        return cls(perm_type, prefix.encode(), _prefix_end(prefix))
+
+
+# The gateway may answer the enum as a number or as its name.
+_PERM_NAMES: dict[object, str] = {0: "READ", 1: "WRITE", 2: "READWRITE"}
+_PERM_NAMES.update({name: name for name in ("READ", "WRITE", "READWRITE")})
+
+
+@dataclass(frozen=True)
 class EndpointStatus:
     endpoint: str
     member_id: int
@@ -130,6 +148,7 @@ class EtcdClient:
             cert_file=str(tls.client_cert),
             key_file=str(tls.client_key),
             retries=False,
+            maxsize=8,  # parallel callers (status of every member) share one pool
             timeout=urllib3.Timeout(connect=min(timeout, 3.0), read=timeout),
         )
         self.tls = tls
@@ -214,10 +233,19 @@ class EtcdClient:
         return self.member_list_with_cluster(endpoint=endpoint)[1]
 
     def member_list_with_cluster(
-        self, *, endpoint: str | None = None
+        self, *, endpoint: str | None = None, anonymous: bool = False
     ) -> tuple[int, list[MemberInfo]]:
-        """(cluster id, members): the id tells clusters apart when several answer."""
-        data = self.call("/v3/cluster/member/list", {}, endpoint=endpoint)
+        """(cluster id, members): the id tells clusters apart when several answer.
+
+        anonymous: skip authentication. etcd serves the member list without a token,
+        and authenticating needs a quorum: without one it times out after ~7 s.
+        """
+        if anonymous:
+            data = self._post_one(
+                endpoint or self.endpoints[0], "/v3/cluster/member/list", {}, auth=False
+            )
+        else:
+            data = self.call("/v3/cluster/member/list", {}, endpoint=endpoint)
         cluster_id = int(data.get("header", {}).get("cluster_id", 0))
         return cluster_id, [parse_member(m) for m in data.get("members", [])]
 
@@ -347,6 +375,69 @@ class EtcdClient:
     def user_roles(self, user: str) -> list[str]:
         data = self.call("/v3/auth/user/get", {"name": user})
         return list(data.get("roles", []))
+
+    def user_get(self, user: str) -> list[str] | None:
+        """The user's roles, or None when there is no such user."""
+        try:
+            return self.user_roles(user)
+        except EtcdApiError as exc:
+            if "user name not found" in exc.etcd_message:
+                return None
+            raise
+
+    def role_get(self, role: str) -> list[Permission] | None:
+        """The role's permissions, or None when there is no such role."""
+        try:
+            data = self.call("/v3/auth/role/get", {"role": role})
+        except EtcdApiError as exc:
+            if "role name not found" in exc.etcd_message:
+                return None
+            raise
+        return [
+            Permission(
+                # The gateway leaves out enum defaults: no permType means READ (0).
+                perm_type=_PERM_NAMES.get(p.get("permType", 0), str(p.get("permType"))),
+                key=_unb64(p.get("key", "")),
+                range_end=_unb64(p.get("range_end", "")),
+            )
+            for p in data.get("perm", [])
+        ]
+
+    def role_grant_permission(self, role: str, perm: Permission) -> None:
+        body = {
+            "name": role,
+            "perm": {
+                "permType": perm.perm_type,
+                "key": _b64(perm.key),
+                "range_end": _b64(perm.range_end),
+            },
+        }
+        self.call("/v3/auth/role/grant", body)
+
+    def role_revoke_permission(self, role: str, perm: Permission) -> None:
+        body = {"role": role, "key": _b64(perm.key), "range_end": _b64(perm.range_end)}
+        self.call("/v3/auth/role/revoke", body)
+
+    def check_password(self, user: str, password: str, *, endpoint: str | None = None) -> bool:
+        """Whether etcd accepts user/password (without keeping the token)."""
+        errors: list[str] = []
+        for target in [endpoint] if endpoint else self.endpoints:
+            try:
+                self._post_one(
+                    target,
+                    "/v3/auth/authenticate",
+                    {"name": user, "password": password},
+                    auth=False,
+                )
+            except EtcdUnreachable as exc:
+                errors.append(exc.message)
+                continue
+            except EtcdApiError as exc:
+                if "authentication failed" in exc.etcd_message:
+                    return False
+                raise
+            return True
+        raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
 
     def auth_enable(self) -> None:
         self.call("/v3/auth/enable", {})

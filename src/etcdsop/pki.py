@@ -14,6 +14,7 @@ same question without writing anything (for --dry-run).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import re
@@ -196,6 +197,32 @@ class Pki:
 
     def ensure_admin(self) -> IssuedCert:
         return self._ensure(self._admin_spec())
+
+    def plan_client(self, name: str) -> str | None:
+        return self._plan(self._client_spec(name))
+
+    def ensure_client(self, name: str) -> IssuedCert:
+        """A CN-less client cert `etcdsop/<name>.crt` for an etcd client host (Patroni,
+        vip-manager): etcd demands a cert from the CA; identity comes from the password."""
+        return self._ensure(self._client_spec(name))
+
+    def _client_spec(self, name: str) -> _LeafSpec:
+        if not _NAME_RE.fullmatch(name) or name == "admin":
+            raise InputError(
+                f"invalid client certificate name {name!r}: letters, digits, '.', '_' and '-' "
+                "only, at most 64 characters, not 'admin'"
+            )
+        return dataclasses.replace(
+            self._admin_spec(),
+            cert_path=self.root / "etcdsop" / f"{name}.crt",
+            key_path=self.root / "etcdsop" / f"{name}.key",
+            subject=x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "etcdsop"),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, name),
+                ]
+            ),
+        )
 
     def _node_spec(self, name: str, ip: str, validity_days: int) -> _LeafSpec:
         if not _NAME_RE.fullmatch(name):

@@ -18,6 +18,7 @@ class RemovalCheck:
 
     allowed: bool
     voters: int
+    started_voters: int
     healthy_voters: int
     quorum_now: int
     voters_after: int
@@ -26,15 +27,15 @@ class RemovalCheck:
     target_is_learner: bool
 
     def arithmetic(self) -> str:
+        now = (
+            f"voters {self.voters} ({self.started_voters} started, {self.healthy_voters} "
+            f"healthy, quorum {self.quorum_now})"
+        )
         if self.target_is_learner:
-            return (
-                f"target is a learner: voters stay {self.voters} "
-                f"({self.healthy_voters} healthy, quorum {self.quorum_now})"
-            )
+            return f"target is a learner: {now}, unchanged by its removal"
         return (
-            f"voters {self.voters} ({self.healthy_voters} healthy, quorum "
-            f"{self.quorum_now}) -> after removal {self.voters_after} voters, "
-            f"{self.healthy_after} healthy, quorum {self.quorum_after}"
+            f"{now} -> after removal {self.voters_after} voters, {self.healthy_after} healthy,"
+            f" quorum {self.quorum_after}"
         )
 
 
@@ -62,6 +63,7 @@ def check_removal(
     return RemovalCheck(
         allowed=allowed,
         voters=len(voters),
+        started_voters=sum(1 for m in voters if m.started),
         healthy_voters=len(healthy),
         quorum_now=quorum_now,
         voters_after=len(remaining) if not is_learner else len(voters),

@@ -46,6 +46,10 @@ class ClusterView:
         return [u for m in self.members if m.started and not m.is_learner for u in m.client_urls]
 
 
+_AUTH_NEEDED = ("user name is empty", "permission denied")
+_NO_LIST_ERRORS = ("user name is empty", "rpc not supported for learner")
+
+
 class Context:
     """Per-run state: lazily opened SSH connections and the admin etcd client."""
 
@@ -133,6 +137,12 @@ class Context:
         def ask(member: Member) -> None:
             client = base.for_endpoints([member.client_url])
             try:
+                try:
+                    answers[member.ip] = client.member_list_with_cluster(anonymous=True)
+                    return
+                except EtcdApiError as exc:
+                    if not any(t in exc.etcd_message for t in _AUTH_NEEDED):
+                        raise
                 answers[member.ip] = client.member_list_with_cluster()
             except EtcdUnreachable:
                 pass
@@ -142,7 +152,8 @@ class Context:
                         f"{member.ip}: etcd refused the root password from the inventory "
                         "(etcd_root_password): it differs from the live one"
                     ) from exc
-                if "user name is empty" not in exc.etcd_message:
+                # A learner serves no member list; auth errors were handled above.
+                if not any(t in exc.etcd_message for t in _NO_LIST_ERRORS):
                     raise
 
         results = self.parallel(self.inventory.members, ask)

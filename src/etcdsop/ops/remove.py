@@ -51,13 +51,21 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
     for member in members:
         ctx.report.phase(f"remove {member.name} ({member.ip})")
         view = ctx.probe()
+        if not view.live:
+            # Without a member list we cannot tell a member from a leftover: touch nothing.
+            raise GuardRefused(
+                f"no member of cluster {ctx.inventory.cluster!r} answers, so membership and "
+                "quorum cannot be checked: nothing was removed (to destroy the whole "
+                "cluster, run etcdsop rm without IPs)"
+            )
         entry = find_live(member, view.members)
         if entry is None:
             ctx.report.host(member.ip, "not a member (anymore): cleaning the host only", "info")
         else:
+            stays = _guard_removal(ctx, view, member, entry, force=force)
             if backup and result.snapshot is None:
                 result.snapshot = _snapshot(ctx, view, exclude=entry.id)
-            _remove_from_cluster(ctx, view, member, entry, force=force)
+            _remove_from_cluster(ctx, member, entry, stays)
             result.removed.append({"ip": member.ip, "id": entry.hex_id, "name": entry.name})
         _clean_host(ctx, member, result)
     if result.removed:
@@ -121,9 +129,10 @@ def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
     return str(path)
 
 
-def _remove_from_cluster(
+def _guard_removal(
     ctx: Context, view: ClusterView, member: Member, entry: MemberInfo, *, force: bool
-) -> None:
+) -> list[MemberInfo]:
+    """Refuse (exit 3) when the rest would lose quorum; the healthy voters that stay."""
     client = ctx.client()
     healthy = _healthy_ids(client, view)
     check = check_removal(view.members, healthy, entry.id)
@@ -131,14 +140,20 @@ def _remove_from_cluster(
     if not check.allowed:
         if not force:
             raise GuardRefused(
-                f"removing {member.name} ({member.ip}) would leave the cluster "
-                f"without quorum: {check.arithmetic()}; --force overrides "
-                "(dangerous)"
+                f"removing {member.name} ({member.ip}) is unsafe: {check.arithmetic()}; "
+                "--force overrides (dangerous)"
             )
         ctx.report.warn(f"--force: removing {member.ip} although {check.arithmetic()}")
     stays = [m for m in view.members if m.id != entry.id and m.id in healthy and not m.is_learner]
     if not stays:
         raise GuardRefused(f"no healthy voter would remain to remove {member.ip} through")
+    return stays
+
+
+def _remove_from_cluster(
+    ctx: Context, member: Member, entry: MemberInfo, stays: Sequence[MemberInfo]
+) -> None:
+    client = ctx.client()
     if entry.client_urls and not entry.is_learner:
         _move_leadership_away(ctx, client, entry, stays)
     through = client.for_endpoints([m.client_urls[0] for m in stays])

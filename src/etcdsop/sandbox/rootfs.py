@@ -52,6 +52,10 @@ MASKED_UNITS = (
     "console-getty.service",
     "container-getty@.service",
 )
+# Optional real etcd clients (reload tests): installed in the base, never auto-started;
+# tests provision Patroni and vip-manager on the hosts they choose.
+POSTGRES_PACKAGES: tuple[str, ...] = ("postgresql-15", "patroni", "vip-manager")
+CLIENT_UNITS = ("postgresql.service", "patroni.service", "vip-manager.service")
 SSHD_DROPIN = "# etcdsop sandbox\nPermitRootLogin prohibit-password\nUseDNS no\n"
 JOURNALD_DROPIN = "# etcdsop sandbox\n[Journal]\nStorage=volatile\n"
 
@@ -295,6 +299,9 @@ def _disable(root: Path, unit: str) -> None:
 def prepare(root: Path) -> None:
     """Turn a fresh debootstrap tree into the shared base (see the testbed recipe)."""
     _disable(root, "etcd.service")
+    for unit in CLIENT_UNITS:
+        _disable(root, unit)
+    _drop_default_pg_clusters(root)
     etcd_data = root / "var/lib/etcd"
     if etcd_data.is_dir():
         for child in etcd_data.iterdir():
@@ -327,3 +334,17 @@ def prepare(root: Path) -> None:
         deb.unlink()
     if not (root / "usr/bin/etcd").exists():
         raise ClusterError(f"sandbox: the new base rootfs {root} has no /usr/bin/etcd")
+
+
+def _drop_default_pg_clusters(root: Path) -> None:
+    """What pg_dropcluster does to the stopped `main` cluster postgresql's postinst made.
+
+    Without it every host would boot a PostgreSQL (postgresql.service's generator
+    starts each cluster under /etc/postgresql): nothing here may run by default.
+    """
+    for conf in sorted((root / "etc/postgresql").glob("*/*/postgresql.conf")):
+        version, cluster = conf.parent.parent.name, conf.parent.name
+        shutil.rmtree(conf.parent)
+        shutil.rmtree(root / "var/lib/postgresql" / version / cluster, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (root / f"var/log/postgresql/postgresql-{version}-{cluster}.log").unlink()

@@ -1,0 +1,315 @@
+"""Pure edits of the etcd clients' configs (Patroni, vip-manager), comments preserved.
+
+No YAML round trip: that would drop comments and reformat the file. Instead a
+line-based editor replaces only the top-level blocks we own (`etcd3:` in
+patroni.yml; six keys in vip-manager.yml) and leaves every other byte as it was.
+PyYAML guards both ends: a file that does not parse is refused, and the result
+must parse to exactly the old document with only our keys changed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from etcdsop.errors import ClusterError
+
+# Patroni picks one DCS from its config: another DCS section beside etcd3 is ambiguous.
+OTHER_DCS = ("etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft")
+VIP_KEYS = (
+    "dcs-endpoints",
+    "etcd-user",
+    "etcd-password",
+    "etcd-ca-file",
+    "etcd-cert-file",
+    "etcd-key-file",
+)
+MASK = "******"
+
+# A top-level mapping key at column 0: plain, or single/double quoted.
+_KEY_RE = re.compile(
+    r"""^(?P<key>"[^"]*"|'[^']*'|[^\s#'"\-?:,\[\]{}&*!|>%@`][^:#]*?)\s*:(?=\s|$)"""
+)
+_SECRET_LINE = re.compile(
+    r"""(?i)^(?P<lead>[-+ ]?\s*(?:-\s+)?["']?[\w.-]*(?:password|passwd|secret|token)[\w.-]*["']?"""
+    r"""\s*:\s*)\S.*$"""
+)
+
+
+class ClientConfError(ClusterError):
+    """A client config we must not edit (missing, unparseable, ambiguous)."""
+
+
+@dataclass(frozen=True)
+class EtcdAccess:
+    """How one PostgreSQL cluster's clients reach etcd."""
+
+    hosts: tuple[str, ...]  # "ip:port" of the live voters
+    cacert: str
+    cert: str
+    key: str
+    username: str
+    password: str
+
+    def patroni_etcd3(self) -> dict[str, str]:
+        """The whole `etcd3:` section as Patroni reads it (Pigsty's shape)."""
+        return {
+            "hosts": ",".join(self.hosts),
+            "protocol": "https",
+            "cacert": self.cacert,
+            "cert": self.cert,
+            "key": self.key,
+            "username": self.username,
+            "password": self.password,
+        }
+
+    def vip_settings(self) -> dict[str, Any]:
+        return {
+            "dcs-endpoints": [f"https://{h}" for h in self.hosts],
+            "etcd-user": self.username,
+            "etcd-password": self.password,
+            "etcd-ca-file": self.cacert,
+            "etcd-cert-file": self.cert,
+            "etcd-key-file": self.key,
+        }
+
+
+# -- public edits ---------------------------------------------------------------------
+def edit_patroni(content: bytes, etcd3: Mapping[str, str], *, scope: str, namespace: str) -> bytes:
+    """patroni.yml with its `etcd3:` block replaced by etcd3; unchanged if already so.
+
+    Refuses (ClientConfError) a file whose scope/namespace would put Patroni's keys
+    outside the prefix its etcd user may write: Patroni would lose its leader lock.
+    """
+    text, doc = _parse(content)
+    check_patroni(doc, scope=scope, namespace=namespace)
+    if doc.get("etcd3") == dict(etcd3):
+        return content
+    lines = text.splitlines(keepends=True)
+    found = top_level_blocks(lines).get("etcd3", [])
+    if len(found) != 1:
+        raise ClientConfError("its etcd3: section is not a plain top-level block; left as it was")
+    block = found[0]
+    eol = _eol(text)
+    header = _header(lines[block.start], "etcd3", eol)
+    indent = _body_indent(lines[block.start + 1 : block.end]) or "  "
+    body = [f"{indent}{k}: {yaml_quote(v)}{eol}" for k, v in etcd3.items()]
+    new_lines = [*lines[: block.start], header, *body, *lines[block.end :]]
+    new = "".join(new_lines)
+    _verify(doc, new, {"etcd3": dict(etcd3)})
+    return new.encode()
+
+
+def check_patroni(doc: Mapping[str, Any], *, scope: str, namespace: str) -> None:
+    etcd3 = doc.get("etcd3")
+    if "etcd3" not in doc:
+        raise ClientConfError("has no etcd3: section (etcdsop edits an existing one only)")
+    if etcd3 is not None and not isinstance(etcd3, dict):
+        raise ClientConfError("its etcd3: section is not a mapping")
+    others = [k for k in OTHER_DCS if k in doc]
+    if others:
+        raise ClientConfError(
+            f"has a {others[0]}: section besides etcd3: (Patroni would use only one of them)"
+        )
+    if str(doc.get("scope", "")) != scope:
+        raise ClientConfError(
+            f"scope is {doc.get('scope')!r}, not the inventory's pg_cluster {scope!r}"
+        )
+    # Patroni's own default namespace is /service; it always appends a slash.
+    have = str(doc.get("namespace") or "/service").rstrip("/")
+    if have != namespace.rstrip("/"):
+        raise ClientConfError(
+            f"namespace is {have!r}, not the inventory's pg_namespace {namespace!r}: its "
+            "etcd user could not write its keys"
+        )
+
+
+def edit_vip(content: bytes, settings: Mapping[str, Any]) -> bytes:
+    """vip-manager.yml with the keys of settings replaced (or appended when missing)."""
+    text, doc = _parse(content)
+    dcs_type = doc.get("dcs-type", "etcd")
+    if dcs_type != "etcd":
+        raise ClientConfError(f"dcs-type is {dcs_type!r}, not etcd")
+    changes = {k: v for k, v in settings.items() if doc.get(k) != v}
+    if not changes:
+        return content
+    lines = text.splitlines(keepends=True)
+    eol = _eol(text)
+    blocks = top_level_blocks(lines)
+    replaced: dict[int, tuple[int, list[str]]] = {}
+    appended: list[str] = []
+    for key, value in changes.items():
+        found = blocks.get(key, [])
+        if len(found) > 1:
+            raise ClientConfError(f"key {key} appears {len(found)} times")
+        if found:
+            block = found[0]
+            body = lines[block.start + 1 : block.end]
+            rendered = _render_key(key, value, _seq_indent(body), eol, lines[block.start])
+            replaced[block.start] = (block.end, rendered)
+        else:
+            appended += _render_key(key, value, "  ", eol, None)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i in replaced:
+            end, rendered = replaced[i]
+            out += rendered
+            i = end
+        else:
+            out.append(lines[i])
+            i += 1
+    if appended:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += eol
+        out += appended
+    new = "".join(out)
+    _verify(doc, new, changes)
+    return new.encode()
+
+
+# -- line machinery -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Block:
+    """Lines [start, end) of one top-level key: its header line and its value's lines.
+
+    Blank lines and column-0 comments at the end belong to what follows, not to it.
+    """
+
+    key: str
+    start: int
+    end: int
+
+
+def top_level_blocks(lines: Sequence[str]) -> dict[str, list[Block]]:
+    starts: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        if _ends_block(line):
+            match = _KEY_RE.match(line)
+            key = match.group("key").strip("'\"") if match else ""
+            starts.append((i, key))
+    blocks: dict[str, list[Block]] = {}
+    for n, (start, key) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        while end > start + 1 and _is_trailer(lines[end - 1]):
+            end -= 1
+        if key:
+            blocks.setdefault(key, []).append(Block(key, start, end))
+    return blocks
+
+
+def _ends_block(line: str) -> bool:
+    """A line at column 0 that starts something new (key, document marker...)."""
+    if not line.strip() or line[0] in " \t#":
+        return False
+    # A block sequence may sit at column 0 under its key ("key:\n- a\n- b").
+    return not (line.startswith("- ") or line.rstrip("\r\n") == "-")
+
+
+def _is_trailer(line: str) -> bool:
+    return not line.strip() or line.startswith("#")
+
+
+def _eol(text: str) -> str:
+    return "\r\n" if "\r\n" in text else "\n"
+
+
+def _header(line: str, key: str, eol: str) -> str:
+    """Keep `key:` with its comment; a value on the header line (flow map) goes."""
+    match = _KEY_RE.match(line)
+    assert match is not None
+    rest = line[match.end() :].strip()
+    comment = f"  {rest}" if rest.startswith("#") else ""
+    return f"{match.group('key')}:{comment}{eol}"
+
+
+def _body_indent(body: Sequence[str]) -> str:
+    for line in body:
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line[: len(line) - len(line.lstrip(" "))]
+    return ""
+
+
+def _seq_indent(body: Sequence[str]) -> str:
+    """How the old value's sequence items were indented ("" for column 0)."""
+    for line in body:
+        stripped = line.lstrip(" ")
+        if stripped.startswith("- ") or stripped.rstrip("\r\n") == "-":
+            return line[: len(line) - len(stripped)]
+    return "  "
+
+
+def _render_key(key: str, value: Any, indent: str, eol: str, old_header: str | None) -> list[str]:
+    head = old_header if old_header is not None else f"{key}:"
+    match = _KEY_RE.match(head)
+    spelled = match.group("key") if match else key
+    if isinstance(value, list):
+        return [f"{spelled}:{eol}"] + [f"{indent}- {yaml_quote(str(v))}{eol}" for v in value]
+    return [f"{spelled}: {yaml_quote(str(value))}{eol}"]
+
+
+def yaml_quote(value: str) -> str:
+    """A single-quoted YAML scalar: every one-line string survives it verbatim."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ClientConfError("a value holds a control character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+# -- parsing and verification ---------------------------------------------------------
+def _parse(content: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientConfError(f"is not UTF-8 text (byte {exc.start})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ClientConfError(f"is not valid YAML{line}: {problem}") from None
+    if not isinstance(doc, dict):
+        kind = "empty" if doc is None else f"a {type(doc).__name__}, not a mapping"
+        raise ClientConfError(f"is {kind}")
+    lines = text.splitlines(keepends=True)
+    for key, found in top_level_blocks(lines).items():
+        if len(found) > 1:
+            raise ClientConfError(f"key {key} appears {len(found)} times")
+    return text, doc
+
+
+def _verify(old: Mapping[str, Any], new_text: str, changes: Mapping[str, Any]) -> None:
+    """The edit must parse to the old document with exactly `changes` applied."""
+    try:
+        new = yaml.safe_load(new_text)
+    except yaml.YAMLError as exc:
+        raise ClientConfError(f"editing it would break its YAML ({exc}); left as it was") from None
+    expected = {**old, **changes}
+    if new != expected:
+        differ = sorted(
+            str(k) for k in set(expected) | set(new or {}) if (new or {}).get(k) != expected.get(k)
+        )
+        raise ClientConfError(
+            f"its layout is too unusual to edit safely (would change {', '.join(differ)}); "
+            "left as it was"
+        )
+
+
+# -- secrets --------------------------------------------------------------------------
+def mask_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    """Hide password-like values and every known secret in a diff or config text."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        match = _SECRET_LINE.match(body)
+        if match:
+            line = match.group("lead") + MASK + line[len(body) :]
+        out.append(line)
+    masked = "".join(out)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        masked = masked.replace(secret, MASK)
+    return masked
