@@ -243,13 +243,31 @@ class RemoteHost:
             raise RemoteError(self.label, f"command failed (exit {rc}): {command}", details=detail)
         return result
 
+    def run_many(self, commands: Sequence[Sequence[str]], *, timeout: float = 120.0) -> None:
+        """Several argv commands in one round trip, stopping at the first failure."""
+        if commands:
+            self.run(["sh", "-c", " && ".join(shlex.join(c) for c in commands)], timeout=timeout)
+
     def put_file(self, path: str, content: bytes, *, owner: str, group: str, mode: int) -> None:
         """Atomic write: temp file beside the target (0600 from birth), chown, chmod, rename."""
-        script = (
-            'set -e; t=$(mktemp "$1.etcdsop.XXXXXX"); trap \'rm -f "$t"\' EXIT; '
-            'cat > "$t"; chown "$2" "$t"; chmod "$3" "$t"; mv -f "$t" "$1"; trap - EXIT'
+        self.put_files([RemoteFileSpec(path, content, owner, group, mode)])
+
+    def put_files(self, files: Sequence[RemoteFileSpec]) -> None:
+        """Write several files in one round trip, each atomically (see put_file).
+
+        stdin carries, per file, a header line "path owner:group mode size" and then
+        exactly size bytes; GNU head -c never reads past them on a pipe.
+        """
+        if not files:
+            return
+        stream = b"".join(
+            f"{f.path} {f.owner}:{f.group} {f.mode:04o} {len(f.content)}\n".encode() + f.content
+            for f in files
         )
-        self.run(["sh", "-c", script, "sh", path, f"{owner}:{group}", f"{mode:04o}"], stdin=content)
+        for f in files:
+            if any(c.isspace() for c in f.path):
+                raise RemoteError(self.label, f"refusing a path with white space: {f.path!r}")
+        self.run(["sh", "-c", _PUT_FILES], stdin=stream)
 
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         result = self.run(
@@ -258,6 +276,28 @@ class RemoteHost:
             timeout=20,
         )
         return result.stdout.strip()
+
+
+_PUT_FILES = r"""
+set -e
+t=
+trap 'rm -f "$t"' EXIT
+while read -r path owner mode size; do
+  t=$(mktemp "$path.etcdsop.XXXXXX")
+  head -c "$size" > "$t"
+  [ "$(wc -c < "$t")" -eq "$size" ] || { echo "short write for $path" >&2; exit 1; }
+  chown "$owner" "$t"; chmod "$mode" "$t"; mv -f "$t" "$path"; t=
+done
+"""
+
+
+@dataclass(frozen=True)
+class RemoteFileSpec:
+    path: str
+    content: bytes
+    owner: str
+    group: str
+    mode: int
 
 
 def _read_all(recv: Callable[[int], bytes], deadline: float) -> bytes:

@@ -20,9 +20,12 @@ import pytest
 import yaml
 
 from etcdsop import sandbox
+from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
 SANDBOX_DIR = Path(os.environ.get("ETCDSOP_TEST_SANDBOX_DIR", "/var/lib/etcdsop/test-sandbox"))
-SUBNET_INDEX = 2
+SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2"))
+# One base for every e2e test: real Patroni and vip-manager clients too (never auto-started).
+PG_PACKAGES = POSTGRES_PACKAGES
 HOST_COUNT = 6
 PASSWORD = "Test.Root.Pw-7f3a"
 
@@ -124,7 +127,9 @@ def run_cli(
 def bed() -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (systemd-nspawn hosts); run: make test")
-    hosts = sandbox.up(HOST_COUNT, state_dir=SANDBOX_DIR, subnet_index=SUBNET_INDEX)
+    hosts = sandbox.up(
+        HOST_COUNT, state_dir=SANDBOX_DIR, subnet_index=SUBNET_INDEX, extra_packages=PG_PACKAGES
+    )
     yield Bed([h.ip for h in hosts], sandbox.paths(SANDBOX_DIR))
     if not os.environ.get("ETCDSOP_KEEP_SANDBOX"):
         sandbox.down(state_dir=SANDBOX_DIR)

@@ -20,9 +20,9 @@ from etcdsop.inventory import select
 from etcdsop.model import DEFAULT_ROOT_PASSWORD, Inventory, Member
 from etcdsop.ops.common import ClusterView, Context, RunOptions
 from etcdsop.plan import HostPlan, find_live, plan_host
+from etcdsop.remote import RemoteFileSpec
 from etcdsop.render import (
     ETCD_CONF,
-    NodeFile,
     PeerRef,
     node_dirs,
     node_files,
@@ -292,39 +292,37 @@ def _install_argv(facts_debian: bool) -> list[str]:
 
 
 def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
+    """Few round trips: package, then directories, files, then systemd in one go each."""
     host = ctx.host(plan.member)
     if plan.install_package:
         host.run(_install_argv(debian), timeout=600)
         # Debian's package starts a default single-node etcd: ours replaces it.
         host.run(["systemctl", "stop", "etcd"], check=False, timeout=90)
+    prepare: list[list[str]] = []
     if plan.create_user:
-        host.run(
+        prepare.append(
             [
-                "useradd",
-                "--system",
-                "--home-dir",
-                "/var/lib/etcd",
-                "--shell",
-                "/usr/sbin/nologin",
-                "etcd",
-            ],
-            check=False,
+                "sh",
+                "-c",
+                "id -u etcd >/dev/null 2>&1 || useradd --system "
+                "--home-dir /var/lib/etcd --shell /usr/sbin/nologin etcd",
+            ]
         )
-    for d in plan.dirs:
-        host.run(["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path])
-    for change in plan.changes:
-        _put(ctx, plan.member, change.file)
-    if plan.daemon_reload:
-        host.run(["systemctl", "daemon-reload"])
-    if plan.enable:
-        host.run(["systemctl", "enable", "etcd"])
-    ctx.report.host(plan.member.ip, "applied", "changed")
-
-
-def _put(ctx: Context, member: Member, file: NodeFile) -> None:
-    ctx.host(member).put_file(
-        file.path, file.content, owner=file.owner, group=file.group, mode=file.mode
+    prepare += [
+        ["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path]
+        for d in plan.dirs
+    ]
+    host.run_many(prepare)
+    host.put_files(
+        [
+            RemoteFileSpec(c.file.path, c.file.content, c.file.owner, c.file.group, c.file.mode)
+            for c in plan.changes
+        ]
     )
+    systemd = [["systemctl", "daemon-reload"]] if plan.daemon_reload else []
+    systemd += [["systemctl", "enable", "--quiet", "etcd"]] if plan.enable else []
+    host.run_many(systemd)
+    ctx.report.host(plan.member.ip, "applied", "changed")
 
 
 def apply_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:

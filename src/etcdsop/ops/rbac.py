@@ -137,9 +137,19 @@ def _password_ok(client: EtcdClient, account: PgAccount) -> bool:
 
 
 def sync(
-    client: EtcdClient, pg_accounts: Sequence[PgAccount], report: Reporter, *, dry_run: bool
+    client: EtcdClient,
+    pg_accounts: Sequence[PgAccount],
+    report: Reporter,
+    *,
+    dry_run: bool,
+    deferred: list[tuple[PgAccount, Action]] | None = None,
 ) -> list[AccountResult]:
-    """Converge every account through the root client; each step is idempotent."""
+    """Converge every account through the root client; each step is idempotent.
+
+    With `deferred`, password changes of existing users are collected there instead of
+    applied: reload first gives the clients the new password, then changes it (etcd
+    drops the user's tokens then, and the clients re-authenticate with the new one).
+    """
     results = []
     for account in pg_accounts:
         result = AccountResult(account.cluster, account.prefix, weak_password=account.weak)
@@ -149,8 +159,10 @@ def sync(
         ok = roles is not None and _password_ok(client, account)
         actions = plan_account(account, client.role_get(account.name), roles, ok)
         for action in actions:
-            if not dry_run:
-                _apply(client, account, action)
+            if deferred is not None and action.kind == "change_password":
+                deferred.append((account, action))
+            elif not dry_run:
+                apply(client, account, action)
             result.actions.append(action.text)
         if actions:
             verb = "would " if dry_run else ""
@@ -161,7 +173,7 @@ def sync(
     return results
 
 
-def _apply(client: EtcdClient, account: PgAccount, action: Action) -> None:
+def apply(client: EtcdClient, account: PgAccount, action: Action) -> None:
     name = account.name
     if action.kind == "role_add":
         client.role_add(name)

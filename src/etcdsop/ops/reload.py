@@ -502,10 +502,16 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         root = ctx.client()
         if result.root_password == "would change":  # dry run: the old one still rules
             root = _client_with(ctx, _live_password(ctx))
-        result.rbac = rbac.sync(root, accounts, report, dry_run=ctx.options.dry_run)
+        later: list[tuple[rbac.PgAccount, rbac.Action]] = []
+        result.rbac = rbac.sync(root, accounts, report, dry_run=ctx.options.dry_run, deferred=later)
         report.phase("Patroni and vip-manager")
         pgreload.reload_pg_hosts(ctx, jobs, accounts, urls, result, stamp)
         _report(ctx, result, ("patroni", "vip"))
+        if later and not ctx.options.dry_run:
+            report.phase("new passwords of the PostgreSQL clusters' etcd users")
+            for account, action in later:
+                rbac.apply(root, account, action)
+                report.host(account.cluster, action.text, "changed")
     if restart and not ctx.options.dry_run:
         report.phase("rolling restart")
         restart_members(ctx, view, facts, result)

@@ -260,7 +260,10 @@ def boot(
         if rc is not None or not pid_alive(pid):
             forget_child(pid)
             set_pid(p, state, host.seq, None)
-            if rc == 133 and reboots < MAX_REBOOTS and time.monotonic() < deadline:
+            # 133: the container rebooted. Other early exits (a 255 with an empty log was
+            # seen while another sandbox booted at the same moment) get the same bounded
+            # retry: a deterministic failure fails again and is reported with its log.
+            if reboots < MAX_REBOOTS and time.monotonic() < deadline:
                 reboots += 1
                 pid = launch(p, host)
                 set_pid(p, state, host.seq, pid)

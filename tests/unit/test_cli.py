@@ -1,0 +1,98 @@
+"""The CLI layer: exit codes, one-line errors, masked output; no host is contacted.
+
+Inventories here name hosts in 198.18.99.0/24, a test range nothing answers on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdsop.cli import app
+
+runner = CliRunner()
+
+INVENTORY = """\
+etcd:
+  hosts:
+    198.18.99.11: { etcd_seq: 1 }
+    198.18.99.12: { etcd_seq: 2, etcd_safeguard: true }
+  vars: { etcd_cluster: meta, etcd_root_password: 'Very.Secret.1' }
+pg-test:
+  hosts:
+    198.18.99.21: { pg_seq: 1, pg_role: primary }
+  vars: { pg_cluster: pg-test, pg_etcd_password: 'Pg.Secret.2' }
+"""
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "pigsty.yml"
+    path.write_text(INVENTORY)
+    return path
+
+
+def test_inventory_json_masks_secrets(inventory: Path) -> None:
+    result = runner.invoke(app, ["inventory", "-i", str(inventory), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [m["name"] for m in data["members"]] == ["meta-1", "meta-2"]
+    assert data["members"][0]["peer_url"] == "https://198.18.99.11:2380"
+    assert data["members"][0]["vars"]["etcd_root_password"] == "******"
+    assert data["pg_clusters"][0]["name"] == "pg-test"
+    assert "Very.Secret.1" not in result.output and "Pg.Secret.2" not in result.output
+
+
+def test_extra_vars_override_inventory(inventory: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["inventory", "-i", str(inventory), "--json", "-e", "etcd_port=3379", "-l", "198.18.99.12"],
+    )
+    assert result.exit_code == 0, result.output
+    members = json.loads(result.stdout)["members"]
+    assert [m["client_url"] for m in members] == ["https://198.18.99.12:3379"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["create", "-l", "198.18.99.99"], "198.18.99.99"),
+        (["create", "-e", "etcd_init=maybe"], "etcd_init"),
+        (["add", "198.18.99.40", "-y"], "198.18.99.40"),
+        (["add", "999.1.1.1", "-y"], "999.1.1.1"),
+        (["rm", "not-an-ip", "-y"], "not-an-ip"),
+        (["promote", "198.18.99.77"], "198.18.99.77"),
+        (["status", "-e", "etcd_port=0"], "etcd_port"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1(inventory: Path, args: list[str], needle: str) -> None:
+    result = runner.invoke(app, [*args, "-i", str(inventory)])
+    assert result.exit_code == 1, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("error:") == 1
+
+
+def test_missing_inventory_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    result = runner.invoke(app, ["create", "-i", str(missing)])
+    assert result.exit_code == 1
+    assert "nope.yml" in result.output and "Traceback" not in result.output
+
+
+def test_safeguard_refuses_rm_before_any_host_is_touched(inventory: Path) -> None:
+    result = runner.invoke(app, ["rm", "198.18.99.12", "-y", "-i", str(inventory)])
+    assert result.exit_code == 3
+    assert "meta-2" in result.output and "-e etcd_safeguard=false" in result.output
+    result = runner.invoke(app, ["rm", "-y", "-i", str(inventory)])  # destroy: same guard
+    assert result.exit_code == 3
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("create", "add", "rm", "promote", "status", "inventory", "sandbox"):
+        assert command in result.output
