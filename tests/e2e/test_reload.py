@@ -14,7 +14,7 @@ from tests.e2e import pgbed
 from tests.e2e.conftest import PASSWORD, Bed, run_cli
 
 from etcdsop.errors import ClusterError
-from etcdsop.etcd import EtcdApiError, EtcdClient, TlsFiles
+from etcdsop.etcd import EtcdClient, TlsFiles
 
 pytestmark = pytest.mark.e2e
 
