@@ -273,3 +273,46 @@ def test_password_never_in_any_process_argv(trio: tuple[Bed, Path, list[str]]) -
         bed.each(ips, "touch /tmp/etcdsop-stop; sleep 0.5")
     for ip in ips:
         assert bed.ssh(ip, "cat /tmp/etcdsop-hits").stdout == "", f"password seen on {ip}"
+
+
+def test_create_refuses_a_host_of_another_cluster(clean: Bed, tmp_path: Path) -> None:
+    ips = clean.ips[:3]
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = clean.inventory(other_dir, ips[2:], group_vars={"etcd_cluster": "other"})
+    run_cli("create", "-i", str(other))
+    other_conf = clean.ssh(ips[2], "cat /etc/etcd/etcd.conf").stdout
+
+    inventory = clean.inventory(tmp_path, ips)
+    proc = run_cli("create", "-i", str(inventory), check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert (
+        ips[2] in proc.stderr
+        and "'other'" in proc.stderr
+        and "nothing was changed" in (proc.stderr)
+    )
+    # Nothing changed anywhere: the other cluster still runs, the new hosts are untouched.
+    assert clean.ssh(ips[2], "cat /etc/etcd/etcd.conf").stdout == other_conf
+    assert clean.ssh(ips[2], "systemctl is-active etcd").stdout.strip() == "active"
+    for ip in ips[:2]:
+        assert clean.ssh(ip, "test -e /etc/etcd", check=False).returncode != 0
+
+
+def test_status_reports_members_and_fails_when_unhealthy(
+    trio: tuple[Bed, Path, list[str]],
+) -> None:
+    bed, inventory, ips = trio
+    run_cli("create", "-i", str(inventory))
+    data = json.loads(run_cli("status", "-i", str(inventory), "--json").stdout)
+    assert data["healthy"] is True
+    assert (data["voters"], data["quorum"], data["tolerates"]) == (3, 2, 1)
+    assert sorted(m["name"] for m in data["members"]) == ["etcd-1", "etcd-2", "etcd-3"]
+    assert sum(m["leader"] for m in data["members"]) == 1
+    assert all(m["version"].startswith("3.") and m["raft_index"] > 0 for m in data["members"])
+
+    bed.ssh(ips[2], "systemctl stop etcd")
+    proc = run_cli("status", "-i", str(inventory), "--json", check=False)
+    assert proc.returncode == 2
+    data = json.loads(proc.stdout)
+    assert data["healthy"] is False and data["tolerates"] == 0
+    assert [m["healthy"] for m in data["members"] if m["name"] == "etcd-3"] == [False]
