@@ -267,12 +267,18 @@ def test_password_never_in_any_process_argv(trio: tuple[Bed, Path, list[str]]) -
     for ip in ips:
         bed.ssh(ip, watcher, stdin=PASSWORD)
     try:
-        run_cli("create", "-i", str(inventory), "-v")
-        run_cli("create", "-i", str(inventory), "-e", "etcd_heartbeat_interval=150")
+        outputs = [
+            run_cli("create", "-i", str(inventory), "-v", "--json"),
+            run_cli("create", "-i", str(inventory), "-v", "-e", "etcd_heartbeat_interval=150"),
+        ]
     finally:
         bed.each(ips, "touch /tmp/etcdsop-stop; sleep 0.5")
     for ip in ips:
         assert bed.ssh(ip, "cat /tmp/etcdsop-hits").stdout == "", f"password seen on {ip}"
+    # Nor in what the tool prints, even with -v (every remote command) and --json.
+    for proc in outputs:
+        assert "$ sh -c" in proc.stderr  # -v did show the commands
+        assert PASSWORD not in proc.stdout + proc.stderr
 
 
 def test_create_refuses_a_host_of_another_cluster(clean: Bed, tmp_path: Path) -> None:
@@ -316,3 +322,37 @@ def test_status_reports_members_and_fails_when_unhealthy(
     data = json.loads(proc.stdout)
     assert data["healthy"] is False and data["tolerates"] == 0
     assert [m["healthy"] for m in data["members"] if m["name"] == "etcd-3"] == [False]
+
+
+BLOCKER = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 2380))\ns.listen()\n"
+BLOCKER += "time.sleep(600)\n"
+
+
+def block_peer_port(bed: Bed, ip: str) -> None:
+    """Take the peer port on a host so that its etcd cannot start."""
+    bed.ssh(
+        ip,
+        "systemctl reset-failed etcdsop-blocker 2>/dev/null; cat > /tmp/etcdsop-blocker.py && "
+        "systemd-run --collect --unit=etcdsop-blocker python3 /tmp/etcdsop-blocker.py && "
+        "sleep 0.5 && ss -ltn | grep -q ':2380 '",
+        stdin=BLOCKER,
+    )
+
+
+def test_start_timeout_shows_journal_and_a_rerun_completes(
+    trio: tuple[Bed, Path, list[str]],
+) -> None:
+    bed, inventory, ips = trio
+    block_peer_port(bed, ips[2])
+    try:
+        proc = run_cli("create", "-i", str(inventory), "--timeout", "10", check=False)
+    finally:
+        bed.ssh(ips[2], "systemctl stop etcdsop-blocker", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"not healthy after 10s on: etcd-3 ({ips[2]})" in proc.stderr
+    assert "journalctl -u etcd" in proc.stderr and "address already in use" in proc.stderr
+
+    data = json.loads(run_cli("create", "-i", str(inventory), "--json").stdout)
+    assert data["auth"] == "enabled"
+    members = client(inventory, ips).member_list()
+    assert len(members) == 3 and all(m.started for m in members)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import SANDBOX_DIR, Bed, run_cli
-from tests.e2e.test_create import client
+from tests.e2e.test_create import block_peer_port, client
 
 from etcdsop import sandbox
 from etcdsop.errors import ClusterError
@@ -133,15 +133,7 @@ def test_learner_stays_learner_until_promoted(five: Cluster) -> None:
 
 def test_failed_add_rolls_back_to_the_exact_member_list(five: Cluster) -> None:
     ip4 = five.bed.ips[3]
-    # Take the new host's peer port so its etcd cannot start.
-    blocker = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 2380))\n"
-    blocker += "s.listen()\ntime.sleep(600)\n"
-    five.bed.ssh(
-        ip4,
-        "cat > /tmp/etcdsop-blocker.py && systemd-run --collect --unit=etcdsop-blocker "
-        "python3 /tmp/etcdsop-blocker.py && sleep 0.5 && ss -ltn | grep -q ':2380 '",
-        stdin=blocker,
-    )
+    block_peer_port(five.bed, ip4)
     try:
         before = [(m.id, m.name, m.is_learner) for m in five.members()]
         proc = five.cli("add", ip4, "-y", "--timeout", "15", check=False)

@@ -88,9 +88,9 @@ def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateRes
     result.plans = plans
     report_plans(ctx, plans)
     if options.dry_run:
-        result.auth = "unknown" if not view.live else "checked at apply"
-        if not view.live:
-            result.auth = "would enable"
+        live_auth = view.live and ctx.client(view.voter_endpoints()).auth_enabled()
+        result.auth = "already enabled" if live_auth else "would enable"
+        report.info(f"auth: {result.auth}")
         return result
 
     report.phase("apply")
