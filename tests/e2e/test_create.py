@@ -334,7 +334,7 @@ def block_peer_port(bed: Bed, ip: str) -> None:
         ip,
         "systemctl reset-failed etcdsop-blocker 2>/dev/null; cat > /tmp/etcdsop-blocker.py && "
         "systemd-run --collect --unit=etcdsop-blocker python3 /tmp/etcdsop-blocker.py && "
-        "sleep 0.5 && ss -ltn | grep -q ':2380 '",
+        "for i in $(seq 100); do ss -ltn | grep -q ':2380 ' && exit 0; sleep 0.1; done; exit 1",
         stdin=BLOCKER,
     )
 
