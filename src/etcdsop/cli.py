@@ -146,7 +146,7 @@ def create(
         from etcdsop.ops.create import create as run_create
 
         def go(ctx: Context, reporter: RichReporter) -> None:
-            result = run_create(ctx.inventory, ctx.options, ctx)
+            result = run_create(ctx)
             if json_output:
                 print_json(result.to_json())
             verb = "would change" if dry_run else "changed"

@@ -17,8 +17,8 @@ from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
 from etcdsop.facts import HostFacts, gather
 from etcdsop.guards import create_refusal, existing_conf
 from etcdsop.inventory import select
-from etcdsop.model import DEFAULT_ROOT_PASSWORD, Inventory, Member
-from etcdsop.ops.common import ClusterView, Context, RunOptions
+from etcdsop.model import DEFAULT_ROOT_PASSWORD, Member
+from etcdsop.ops.common import ClusterView, Context
 from etcdsop.plan import HostPlan, find_live, plan_host
 from etcdsop.remote import RemoteFileSpec
 from etcdsop.render import (
@@ -68,7 +68,8 @@ class CreateResult:
         }
 
 
-def create(inventory: Inventory, options: RunOptions, ctx: Context) -> CreateResult:
+def create(ctx: Context) -> CreateResult:
+    inventory, options = ctx.inventory, ctx.options
     targets = select(inventory, options.limit or None)
     report = ctx.report
     if inventory.root_password == DEFAULT_ROOT_PASSWORD:
