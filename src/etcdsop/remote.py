@@ -243,31 +243,42 @@ class RemoteHost:
             raise RemoteError(self.label, f"command failed (exit {rc}): {command}", details=detail)
         return result
 
-    def run_many(self, commands: Sequence[Sequence[str]], *, timeout: float = 120.0) -> None:
-        """Several argv commands in one round trip, stopping at the first failure."""
-        if commands:
-            self.run(["sh", "-c", " && ".join(shlex.join(c) for c in commands)], timeout=timeout)
-
     def put_file(self, path: str, content: bytes, *, owner: str, group: str, mode: int) -> None:
         """Atomic write: temp file beside the target (0600 from birth), chown, chmod, rename."""
         self.put_files([RemoteFileSpec(path, content, owner, group, mode)])
 
-    def put_files(self, files: Sequence[RemoteFileSpec]) -> None:
+    def put_files(
+        self,
+        files: Sequence[RemoteFileSpec],
+        *,
+        before: Sequence[Sequence[str]] = (),
+        after: Sequence[Sequence[str]] = (),
+    ) -> None:
         """Write several files in one round trip, each atomically (see put_file).
 
         stdin carries, per file, a header line "path owner:group mode size" and then
-        exactly size bytes; GNU head -c never reads past them on a pipe.
+        exactly size bytes; GNU head -c never reads past them on a pipe. The argv
+        commands `before` and `after` run in the same round trip (set -e: the first
+        failure stops everything).
         """
-        if not files:
+        if not files and not before and not after:
             return
+        for f in files:
+            if any(c.isspace() for c in f.path):
+                raise RemoteError(self.label, f"refusing a path with white space: {f.path!r}")
         stream = b"".join(
             f"{f.path} {f.owner}:{f.group} {f.mode:04o} {len(f.content)}\n".encode() + f.content
             for f in files
         )
-        for f in files:
-            if any(c.isspace() for c in f.path):
-                raise RemoteError(self.label, f"refusing a path with white space: {f.path!r}")
-        self.run(["sh", "-c", _PUT_FILES], stdin=stream)
+        script = "\n".join(
+            [
+                "set -e",
+                *(shlex.join(c) for c in before),
+                _PUT_FILES,
+                *(shlex.join(c) for c in after),
+            ]
+        )
+        self.run(["sh", "-c", script], stdin=stream)
 
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         result = self.run(
@@ -279,7 +290,6 @@ class RemoteHost:
 
 
 _PUT_FILES = r"""
-set -e
 t=
 trap 'rm -f "$t"' EXIT
 while read -r path owner mode size; do

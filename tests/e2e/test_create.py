@@ -324,7 +324,10 @@ def test_status_reports_members_and_fails_when_unhealthy(
     assert [m["healthy"] for m in data["members"] if m["name"] == "etcd-3"] == [False]
 
 
-BLOCKER = "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 2380))\ns.listen()\n"
+# SO_REUSEADDR: the port may still have TIME_WAIT connections of an earlier etcd.
+BLOCKER = "import socket, time\ns = socket.socket()\n"
+BLOCKER += "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+BLOCKER += "s.bind(('0.0.0.0', 2380))\ns.listen()\n"
 BLOCKER += "time.sleep(600)\n"
 
 

@@ -293,7 +293,7 @@ def _install_argv(facts_debian: bool) -> list[str]:
 
 
 def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
-    """Few round trips: package, then directories, files, then systemd in one go each."""
+    """One round trip for directories, files and systemd (plus one to install etcd)."""
     host = ctx.host(plan.member)
     if plan.install_package:
         host.run(_install_argv(debian), timeout=600)
@@ -313,16 +313,16 @@ def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
         ["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path]
         for d in plan.dirs
     ]
-    host.run_many(prepare)
-    host.put_files(
-        [
-            RemoteFileSpec(c.file.path, c.file.content, c.file.owner, c.file.group, c.file.mode)
-            for c in plan.changes
-        ]
-    )
-    systemd = [["systemctl", "daemon-reload"]] if plan.daemon_reload else []
-    systemd += [["systemctl", "enable", "--quiet", "etcd"]] if plan.enable else []
-    host.run_many(systemd)
+    # `enable` reloads systemd itself: a separate daemon-reload only when not enabling.
+    if plan.enable:
+        systemd = [["systemctl", "enable", "--quiet", "etcd"]]
+    else:
+        systemd = [["systemctl", "daemon-reload"]] if plan.daemon_reload else []
+    specs = [
+        RemoteFileSpec(c.file.path, c.file.content, c.file.owner, c.file.group, c.file.mode)
+        for c in plan.changes
+    ]
+    host.put_files(specs, before=prepare, after=systemd)
     ctx.report.host(plan.member.ip, "applied", "changed")
 
 
