@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from etcdsop.errors import ClusterError
@@ -162,3 +164,28 @@ def unmount_all_under(path: Path, *, what: str) -> None:
         unmount(mount_point, what=what)
     if mounts_under(path):
         raise ClusterError(f"{what}: mounts remain under {path}; not deleting it")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout: float, interval: float, busy: str) -> Iterator[int]:
+    """Hold an exclusive flock on path (bounded wait); yields its fd.
+
+    busy: the error message when the lock stays taken past the timeout.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    raise ClusterError(busy) from exc
+                time.sleep(interval)
+        try:
+            yield fh.fileno()
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -9,16 +9,13 @@ the root namespace keeps traffic for absent hosts from leaking out.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from etcdsop.errors import ClusterError, InputError
 
-from ._proc import mounts, run, unmount
+from ._proc import file_lock, mounts, run, unmount
 
 SYS_NET = Path("/sys/class/net")
 NETNS_DIR = Path("/run/netns")
@@ -75,23 +72,10 @@ class Layout:
 @contextlib.contextmanager
 def machine_lock(timeout: float = 60.0) -> Iterator[None]:
     """Serialize changes to what sandboxes share: the tmpfs, the guard route, bridges."""
-    GLOBAL_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with GLOBAL_LOCK.open("w") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"sandbox: {GLOBAL_LOCK} stays locked") from exc
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(
+        GLOBAL_LOCK, timeout=timeout, interval=0.1, busy=f"sandbox: {GLOBAL_LOCK} stays locked"
+    ):
+        yield
 
 
 def link_exists(name: str) -> bool:

@@ -10,8 +10,6 @@ breaks them).
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +21,7 @@ from pathlib import Path
 
 from etcdsop.errors import ClusterError, InputError
 
-from ._proc import Progress, run, tail, unmount_all_under
+from ._proc import Progress, file_lock, run, tail, unmount_all_under
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -170,23 +168,13 @@ def find_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[int]:
     """Hold the cache lock; yields its fd (children that inherit it keep it held)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as fh:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"sandbox: {root} stays locked by another build") from exc
-                time.sleep(1)
-        try:
-            yield fh.fileno()
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(
+        root / ".lock",
+        timeout=LOCK_TIMEOUT,
+        interval=1,
+        busy=f"sandbox: {root} stays locked by another build",
+    ) as fd:
+        yield fd
 
 
 def _read_stamp(unit: Path) -> dict[str, object] | None:
