@@ -14,6 +14,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from etcdsop.cli_options import (
+    DEFAULT_INVENTORY,
+    DryRunOpt,
+    ExtraOpt,
+    ForksOpt,
+    InventoryOpt,
+    IpsArg,
+    JsonOpt,
+    LimitOpt,
+    PkiOpt,
+    StrictOpt,
+    TimeoutOpt,
+    VerboseOpt,
+    YesOpt,
+)
 from etcdsop.errors import EtcdsopError
 
 if TYPE_CHECKING:
@@ -33,42 +48,6 @@ sandbox_app = typer.Typer(
     help="Local test hosts: systemd-nspawn containers with sshd and etcd.", no_args_is_help=True
 )
 app.add_typer(sandbox_app, name="sandbox")
-
-# -- shared options -------------------------------------------------------------------
-InventoryOpt = Annotated[
-    Path,
-    typer.Option(
-        "-i",
-        "--inventory",
-        envvar="ETCDSOP_INVENTORY",
-        help="Pigsty/Ansible YAML inventory (env ETCDSOP_INVENTORY).",
-    ),
-]
-ExtraOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable)."
-    ),
-]
-LimitOpt = Annotated[
-    list[str] | None,
-    typer.Option("-l", "--limit", help="Only these hosts (IPs, comma lists; repeatable)."),
-]
-ForksOpt = Annotated[int, typer.Option("-f", "--forks", min=1, help="Hosts handled at once.")]
-PkiOpt = Annotated[
-    Path | None,
-    typer.Option("--pki-dir", help="Certificates dir [default: files/pki beside the inventory]."),
-]
-StrictOpt = Annotated[
-    bool,
-    typer.Option("--strict-host-keys", help="Refuse hosts whose key is not in known_hosts yet."),
-]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show remote commands.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
-TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", min=1, help="Seconds to wait for etcd to become healthy.")
-]
-DEFAULT_INVENTORY = Path("pigsty.yml")
 
 
 @contextmanager
@@ -135,7 +114,7 @@ def create(
     forks: ForksOpt = 16,
     pki_dir: PkiOpt = None,
     strict_host_keys: StrictOpt = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
+    dry_run: DryRunOpt = False,
     timeout: TimeoutOpt = 60.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
@@ -239,10 +218,6 @@ def inventory_cmd(
             )
         for c in inv.pg_clusters:
             out.print(f"  postgres {c.name}: {', '.join(c.hosts)}")
-
-
-YesOpt = Annotated[bool, typer.Option("-y", "--yes", help="Skip the countdown.")]
-IpsArg = Annotated[list[str], typer.Argument(help="IP addresses of etcd group hosts.")]
 
 
 def _confirm(reporter: RichReporter, lines: list[str], seconds: int, yes: bool, what: str) -> None:
@@ -411,14 +386,26 @@ def rm(
 @sandbox_app.command("up")
 def sandbox_up(
     count: Annotated[int, typer.Argument(min=1, max=40, help="How many hosts.")] = 3,
+    with_postgres: Annotated[
+        bool,
+        typer.Option(
+            "--with-postgres",
+            help="Hosts also carry PostgreSQL 15, Patroni and vip-manager (another base image).",
+        ),
+    ] = False,
 ) -> None:
     """Boot COUNT local hosts and write an inventory for them."""
     with _errors_to_exit_codes():
         from etcdsop import sandbox
         from etcdsop.console import err, out
+        from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
         sandbox.check_supported()
-        hosts = sandbox.up(count, progress=lambda line: err.print(f"  {line}"))
+        hosts = sandbox.up(
+            count,
+            progress=lambda line: err.print(f"  {line}"),
+            extra_packages=POSTGRES_PACKAGES if with_postgres else (),
+        )
         paths = sandbox.paths()
         for h in hosts:
             out.print(f"{h.name:<14} {h.ip:<14} {'running' if h.running else 'stopped'}")
@@ -445,6 +432,15 @@ def sandbox_status() -> None:
 
         for h in sandbox.status():
             out.print(f"{h.name:<14} {h.ip:<14} {'running' if h.running else 'stopped'}")
+
+
+def _register_more_commands() -> None:
+    from etcdsop.cli_reload import register
+
+    register(app)
+
+
+_register_more_commands()
 
 
 def main() -> None:

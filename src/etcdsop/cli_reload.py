@@ -6,39 +6,26 @@ codes in one place, heavy modules imported inside the commands.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from etcdsop.cli_options import (
+    DEFAULT_INVENTORY,
+    DryRunOpt,
+    ExtraOpt,
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    PkiOpt,
+    StrictOpt,
+    TimeoutOpt,
+    VerboseOpt,
+)
+
 if TYPE_CHECKING:
     from etcdsop.console import RichReporter
     from etcdsop.ops.common import Context
-
-DEFAULT_INVENTORY = Path("pigsty.yml")
-InventoryOpt = Annotated[
-    Path,
-    typer.Option(
-        "-i",
-        "--inventory",
-        envvar="ETCDSOP_INVENTORY",
-        help="Pigsty/Ansible YAML inventory (env ETCDSOP_INVENTORY).",
-    ),
-]
-ExtraOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "-e", "--extra-vars", help="key=value or @file.yml; overrides the inventory (repeatable)."
-    ),
-]
-PkiOpt = Annotated[
-    Path | None,
-    typer.Option("--pki-dir", help="Certificates dir [default: files/pki beside the inventory]."),
-]
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Show the diffs (secrets masked); change nothing.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
 
 
 def reload(
@@ -47,6 +34,7 @@ def reload(
         typer.Option(
             "-t",
             "--target",
+            metavar="TARGET",
             help="etcd, etcdctl, patroni, vip or all; repeatable or comma-separated.",
         ),
     ],
@@ -61,18 +49,11 @@ def reload(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
-    forks: Annotated[int, typer.Option("-f", "--forks", min=1, help="Hosts handled at once.")] = 16,
+    forks: ForksOpt = 16,
     pki_dir: PkiOpt = None,
-    strict_host_keys: Annotated[
-        bool,
-        typer.Option(
-            "--strict-host-keys", help="Refuse hosts whose key is not in known_hosts yet."
-        ),
-    ] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for etcd to become healthy.")
-    ] = 60.0,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show remote commands.")] = False,
+    strict_host_keys: StrictOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Point every etcd client at the live voters (the SOP's reload): etcd.conf and the root
@@ -168,9 +149,8 @@ def env(
         _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
 
 
-def register(app: typer.Typer, sandbox_app: typer.Typer) -> None:
-    """Add the commands to the main app (sandbox_app: nothing of ours lives there)."""
-    del sandbox_app
+def register(app: typer.Typer) -> None:
+    """Add the commands to the main app."""
     app.command("reload")(reload)
     rbac_app = typer.Typer(
         help="etcd users and roles of the PostgreSQL clusters.", no_args_is_help=True

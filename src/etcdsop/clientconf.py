@@ -40,6 +40,12 @@ _SECRET_LINE = re.compile(
 )
 
 
+# No ':' or ',' (host:port lists stay quoted, as Pigsty writes them), no leading digit
+# or '-' (numbers), none of the words some YAML parser (Go's too) reads as bool or null.
+_PLAIN_RE = re.compile(r"[A-Za-z_./@][A-Za-z0-9_./@-]*")
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
 class ClientConfError(ClusterError):
     """A client config we must not edit (missing, unparseable, ambiguous)."""
 
@@ -97,7 +103,7 @@ def edit_patroni(content: bytes, etcd3: Mapping[str, str], *, scope: str, namesp
     eol = _eol(text)
     header = _header(lines[block.start], "etcd3", eol)
     indent = _body_indent(lines[block.start + 1 : block.end]) or "  "
-    body = [f"{indent}{k}: {yaml_quote(v)}{eol}" for k, v in etcd3.items()]
+    body = [f"{indent}{k}: {yaml_scalar(v)}{eol}" for k, v in etcd3.items()]
     new_lines = [*lines[: block.start], header, *body, *lines[block.end :]]
     new = "".join(new_lines)
     _verify(doc, new, {"etcd3": dict(etcd3)})
@@ -248,8 +254,20 @@ def _render_key(key: str, value: Any, indent: str, eol: str, old_header: str | N
     match = _KEY_RE.match(head)
     spelled = match.group("key") if match else key
     if isinstance(value, list):
-        return [f"{spelled}:{eol}"] + [f"{indent}- {yaml_quote(str(v))}{eol}" for v in value]
-    return [f"{spelled}: {yaml_quote(str(value))}{eol}"]
+        return [f"{spelled}:{eol}"] + [f"{indent}- {yaml_scalar(str(v))}{eol}" for v in value]
+    return [f"{spelled}: {yaml_scalar(str(value))}{eol}"]
+
+
+def yaml_scalar(value: str) -> str:
+    """Plain when that reads back as the same string (https, paths, names), else quoted:
+    small diffs against hand-written or Pigsty-rendered files."""
+    if _PLAIN_RE.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return yaml_quote(value)
 
 
 def yaml_quote(value: str) -> str:

@@ -14,12 +14,17 @@ from tests.e2e import pgbed
 from tests.e2e.conftest import PASSWORD, Bed, run_cli
 
 from etcdsop.errors import ClusterError
-from etcdsop.etcd import EtcdClient, TlsFiles
+from etcdsop.etcd import EtcdApiError, EtcdClient, TlsFiles
 
 pytestmark = pytest.mark.e2e
 
 NEW_ROOT = "Rotated.Root-9c1e"
 NEW_PG = "Pg.Etcd-e2e.2"
+# The journal of the running Patroni only (the host's journal outlives a test).
+THIS_PATRONI = (
+    "journalctl -o cat --no-pager _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID"
+    " --value patroni)"
+)
 
 
 def root(inv: Path, ips: list[str], password: str = PASSWORD) -> EtcdClient:
@@ -47,9 +52,9 @@ def pg(clean: Bed, tmp_path: Path) -> Iterator[tuple[Bed, Path]]:
     pgbed.wipe(bed, ips)
 
 
-def leader_writes(bed: Bed, inv: Path, etcd_ips: list[str]) -> None:
+def leader_writes(bed: Bed, inv: Path, etcd_ips: list[str], password: str = PASSWORD) -> None:
     """A write on the primary makes Patroni write its optime to /pg/pg-test/status."""
-    client = root(inv, etcd_ips)
+    client = root(inv, etcd_ips, password)
     before = json.loads(client.get("/pg/pg-test/status") or b'{"optime": 0}')["optime"]
     bed.ssh(
         bed.ips[4],
@@ -165,3 +170,197 @@ def test_replace_every_member_patroni_keeps_its_leader(pg: tuple[Bed, Path]) -> 
     # A re-run changes nothing.
     again = json.loads(run_cli("reload", "-t", "all", "-i", str(inv), "--json").stdout)
     assert {h["status"] for h in again["hosts"]} == {"unchanged"}
+
+    # KNOWN GAP (Debian's Patroni 3.0.2): SIGHUP re-reads only the etcd credentials, and
+    # when a cached member fails Patroni falls back to the hosts of its STARTUP config;
+    # its member-list refresh runs every 10 x ttl (300 s). Replacing all three members
+    # within that window left it without DCS: it demoted itself, then took the lock
+    # back (same member, TL 1 above). Fix proposed in the issue 4 report (restart
+    # Patroni under `patronictl pause` where etcd3.hosts changed).
+    journal = bed.ssh(primary, THIS_PATRONI).stdout
+    if "demoting self because DCS is not accessible" in journal:
+        pytest.xfail("Patroni 3.0.2 lost the DCS during the replacement and demoted itself")
+
+
+def test_dry_run_root_rotation_and_broken_client_configs(pg: tuple[Bed, Path]) -> None:
+    bed, inv = pg
+    ips = bed.ips
+    etcd = {ips[0]: 1, ips[1]: 2, ips[2]: 3}
+    member_files = "/etc/etcd/etcd.conf /etc/etcd/etcd.pass /etc/profile.d/etcdctl.sh"
+    pg_files = f"{pgbed.PATRONI_CONF} {pgbed.VIP_CONF} /etc/etcd-client/*"
+
+    def snapshot() -> dict[str, str]:
+        return {ip: sha(bed, ip, member_files) for ip in ips[:3]} | {
+            ip: sha(bed, ip, pg_files) for ip in ips[4:6]
+        }
+
+    before = snapshot()
+    new = pgbed.inventory(
+        bed,
+        inv.parent,
+        etcd,
+        ips[4:6],
+        root_password=NEW_ROOT,
+        pg_vars={"pg_etcd_password": NEW_PG},
+    )
+
+    dry = run_cli("reload", "-t", "all", "-i", str(new), "--dry-run", "--json")
+    out = json.loads(dry.stdout)
+    assert out["root_password"] == "would change"
+    assert out["rbac"][0]["actions"] == ["update the password of user pg-test"]
+    changed = {(h["target"], h["host"]) for h in out["hosts"] if h["status"] == "changed"}
+    assert changed == {("etcd", ip) for ip in ips[:3]} | {
+        (t, ip) for t in ("patroni", "vip") for ip in ips[4:6]
+    }
+    for secret in (NEW_ROOT, NEW_PG, PASSWORD, pgbed.PG_PASSWORD):
+        assert secret not in dry.stdout + dry.stderr
+    patroni_diff = next(h["diff"] for h in out["hosts"] if h["target"] == "patroni")
+    assert "-  password: ******\n+  password: ******\n" in patroni_diff
+    assert snapshot() == before  # nothing changed anywhere...
+    assert len(root(inv, ips[:3], PASSWORD).member_list()) == 3  # ...not even in etcd
+    assert pgbed.pg_client(inv, ips[:3]).get("/pg/pg-test/leader") == b"pg-test-1"
+
+    # h6: patroni.yml broken, vip-manager.yml gone. h5 must still be reloaded.
+    bed.ssh(ips[5], f"printf 'etcd3: [broken\\n' >> {pgbed.PATRONI_CONF}; rm {pgbed.VIP_CONF}")
+    broken = bed.ssh(ips[5], "sha256sum /pg/bin/patroni.yml; ls /pg/bin").stdout
+    proc = run_cli("reload", "-t", "etcd,patroni,vip", "-i", str(new), "--json", check=False)
+    assert proc.returncode == 2, proc.stderr
+    out = json.loads(proc.stdout)
+    hosts = {(h["target"], h["host"]): h for h in out["hosts"]}
+    assert hosts[("patroni", ips[5])]["status"] == "failed"
+    assert "not valid YAML at line" in hosts[("patroni", ips[5])]["message"]
+    assert hosts[("vip", ips[5])]["status"] == "failed"
+    assert "is missing" in hosts[("vip", ips[5])]["message"]
+    assert hosts[("patroni", ips[4])]["status"] == "changed"
+    assert hosts[("vip", ips[4])]["status"] == "changed"
+    assert "2 host target(s) failed" in proc.stderr
+    assert bed.ssh(ips[5], "sha256sum /pg/bin/patroni.yml; ls /pg/bin").stdout == broken
+    conf = yaml.safe_load(bed.ssh(ips[4], f"cat {pgbed.PATRONI_CONF}").stdout)
+    assert conf["etcd3"]["password"] == NEW_PG
+
+    # Root password rotated: old refused, new accepted, etcd.pass rewritten everywhere.
+    assert out["root_password"] == "changed"
+    with pytest.raises(EtcdApiError, match="authentication failed"):
+        root(inv, ips[:3], PASSWORD).member_list()
+    assert len(root(inv, ips[:3], NEW_ROOT).member_list()) == 3
+    assert bed.each(ips[:3], "cat /etc/etcd/etcd.pass") == dict.fromkeys(ips[:3], NEW_ROOT)
+    # The pg-test user got its new password after Patroni was given it.
+    with pytest.raises(EtcdApiError, match="authentication failed"):
+        pgbed.pg_client(inv, ips[:3]).get("/pg/pg-test/leader")
+    assert pgbed.pg_client(inv, ips[:3], NEW_PG).get("/pg/pg-test/leader") == b"pg-test-1"
+
+    # Patroni: same leader, same timeline, and it keeps writing (with its new password).
+    leader = next(m for m in pgbed.members(bed, ips[4]) if m["Role"] == "Leader")
+    assert (leader["Member"], leader["TL"]) == ("pg-test-1", 1)
+    leader_writes(bed, inv, ips[:3], NEW_ROOT)
+    journal = bed.ssh(ips[4], THIS_PATRONI).stdout
+    assert "I am (pg-test-1), the leader with the lock" in journal
+    assert "failover" not in journal.lower() and "demot" not in journal.lower()
+
+
+def test_rbac_sync_scopes_the_cluster_user(clean: Bed, tmp_path: Path) -> None:
+    bed, ips = clean, clean.ips
+    inv = pgbed.inventory(bed, tmp_path, {ips[0]: 1, ips[1]: 2, ips[2]: 3}, ips[4:6])
+    run_cli("create", "-i", str(inv))
+    first = json.loads(run_cli("rbac", "sync", "-i", str(inv), "--json").stdout)
+    assert first["clusters"][0]["actions"] == [
+        "create role pg-test",
+        "grant READWRITE [/pg/pg-test/, /pg/pg-test0) to role pg-test",
+        "create user pg-test",
+        "grant role pg-test to user pg-test",
+    ]
+    again = json.loads(run_cli("rbac", "sync", "-i", str(inv), "--json").stdout)
+    assert again["clusters"][0]["actions"] == []
+
+    pki = tmp_path / "files" / "pki"
+    tls = TlsFiles(
+        pki / "ca" / "ca.crt", pki / "etcdsop" / "admin.crt", pki / "etcdsop" / "admin.key"
+    )
+    urls = [f"https://{ip}:2379" for ip in ips[:3]]
+    user = EtcdClient(urls, tls, user="pg-test", password=pgbed.PG_PASSWORD)
+    user.put("/pg/pg-test/leader", "me")
+    assert user.get("/pg/pg-test/leader") == b"me"
+    assert user.get_prefix("/pg/pg-test/") == {"/pg/pg-test/leader": b"me"}
+    for refused in (
+        lambda: user.put("/pg/other/leader", "me"),
+        lambda: user.get("/pg/other/leader"),
+        lambda: user.put("/pg/pg-test2/leader", "me"),  # the prefix ends with a slash
+        lambda: user.member_add(["https://198.18.9.9:2380"], learner=True),
+        lambda: user.role_add("mine"),
+    ):
+        with pytest.raises(EtcdApiError, match="permission denied"):
+            refused()
+    assert len(root(inv, ips[:3]).member_list()) == 3
+
+    # A new pg_etcd_password: the user's password is updated, the old one refused.
+    changed = pgbed.inventory(
+        bed,
+        tmp_path,
+        {ips[0]: 1, ips[1]: 2, ips[2]: 3},
+        ips[4:6],
+        pg_vars={"pg_etcd_password": NEW_PG},
+    )
+    out = json.loads(run_cli("rbac", "sync", "-i", str(changed), "--json").stdout)
+    assert out["clusters"][0]["actions"] == ["update the password of user pg-test"]
+    with pytest.raises(EtcdApiError, match="authentication failed"):
+        EtcdClient(urls, tls, user="pg-test", password=pgbed.PG_PASSWORD).get("/pg/pg-test/x")
+    assert EtcdClient(urls, tls, user="pg-test", password=NEW_PG).get("/pg/pg-test/x") is None
+
+    # Empty pg_etcd_password: the cluster name, loudly.
+    weak = pgbed.inventory(
+        bed, tmp_path, {ips[0]: 1, ips[1]: 2, ips[2]: 3}, ips[4:6], pg_vars={"pg_etcd_password": ""}
+    )
+    proc = run_cli("rbac", "sync", "-i", str(weak))
+    assert "pg_etcd_password is empty" in proc.stderr
+    assert EtcdClient(urls, tls, user="pg-test", password="pg-test").get("/pg/pg-test/x") is None
+
+    # A cluster named root is refused before anything happens.
+    rooted = pgbed.inventory(
+        bed, tmp_path, {ips[0]: 1, ips[1]: 2, ips[2]: 3}, ips[4:6], pg_vars={"pg_cluster": "root"}
+    )
+    proc = run_cli("rbac", "sync", "-i", str(rooted), check=False)
+    assert proc.returncode == 1
+    assert "pg_cluster 'root'" in proc.stderr
+    assert root(inv, ips[:3]).user_get("root") == ["root"]
+
+
+def test_rolling_restart_leader_last_and_quorum_guard(clean: Bed, tmp_path: Path) -> None:
+    bed, ips = clean, clean.ips
+    etcd = {ips[0]: 1, ips[1]: 2, ips[2]: 3}
+    inv = pgbed.inventory(bed, tmp_path, etcd, [])
+    run_cli("create", "-i", str(inv))
+    client = root(inv, ips[:3])
+    leader_id = client.status(f"https://{ips[0]}:2379").leader
+    leader = next(m for m in client.member_list() if m.id == leader_id)
+    leader_ip = leader.peer_urls[0].split("//")[1].split(":")[0]
+
+    slower = pgbed.inventory(bed, tmp_path, etcd, [])
+    doc = yaml.safe_load(slower.read_text())
+    doc["all"]["children"]["etcd"]["vars"]["etcd_heartbeat_interval"] = 150
+    slower.write_text(yaml.safe_dump(doc))
+    out = json.loads(
+        run_cli("reload", "-t", "etcd", "--restart", "-i", str(slower), "--json").stdout
+    )
+    assert sorted(out["restarted"]) == sorted(ips[:3])
+    assert out["restarted"][-1] == leader_ip  # the leader last
+    confs = bed.each(ips[:3], "grep heartbeat-interval /etc/etcd/etcd.conf")
+    assert set(confs.values()) == {"heartbeat-interval: 150\n"}
+    assert all(client.health(f"https://{ip}:2379") for ip in ips[:3])
+    again = json.loads(
+        run_cli("reload", "-t", "etcd", "--restart", "-i", str(slower), "--json").stdout
+    )
+    assert again["restarted"] == []
+
+    # A lone member: restarting it would stop the cluster: refused, exit 3, file written.
+    bed.wipe(ips[:3])
+    lone = pgbed.inventory(bed, tmp_path, {ips[3]: 1}, [])
+    run_cli("create", "-i", str(lone))
+    pid = bed.ssh(ips[3], "systemctl show -p MainPID --value etcd").stdout
+    doc = yaml.safe_load(lone.read_text())
+    doc["all"]["children"]["etcd"]["vars"]["etcd_heartbeat_interval"] = 150
+    lone.write_text(yaml.safe_dump(doc))
+    proc = run_cli("reload", "-t", "etcd", "--restart", "-i", str(lone), check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "would lose its quorum" in proc.stderr
+    assert bed.ssh(ips[3], "systemctl show -p MainPID --value etcd").stdout == pid
+    assert "heartbeat-interval: 150" in bed.ssh(ips[3], "cat /etc/etcd/etcd.conf").stdout

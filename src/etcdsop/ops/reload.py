@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from etcdsop.errors import ClusterError, GuardRefused, InputError
-from etcdsop.etcd import EtcdClient, MemberInfo
+from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
 from etcdsop.events import Status as ReportStatus
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import rbac
@@ -156,37 +156,39 @@ def live_root(ctx: Context, result: ReloadResult, *, rotate: bool) -> ClusterVie
     The old password comes from /etc/etcd/etcd.pass (any member): it is changed through
     the API first, the files after, so an interrupted run can always be re-run.
     """
+    view = ctx.probe()
+    if not view.live:
+        return view
+    client = ctx.client(view.voter_endpoints() or None)
     try:
-        view = ctx.probe()
+        accepted = client.check_password("root", ctx.inventory.root_password)
+    except EtcdApiError as exc:
+        if "authentication is not enabled" not in exc.etcd_message:
+            raise
+        result.root_password = "auth not enabled"
+        return view
+    if accepted:
         result.root_password = "unchanged"
         return view
-    except ClusterError as exc:
-        if "refused the root password" not in exc.message:
-            raise
-        if not rotate:
-            raise ClusterError(
-                f"{exc.message}; `etcdsop reload --target etcd` changes the live root password "
-                "to the inventory's"
-            ) from None
+    if not rotate:
+        raise ClusterError(
+            "etcd refuses the inventory's etcd_root_password: `etcdsop reload --target etcd` "
+            "changes the live root password (read from /etc/etcd/etcd.pass) to it"
+        )
     old = _live_password(ctx)
     if ctx.options.dry_run:
         result.root_password = "would change"
         ctx.report.info("root password: would be changed to the inventory's through the API")
-        return _view_with(_client_with(ctx, old))
+        return view
     _client_with(ctx, old).user_change_password("root", ctx.inventory.root_password)
     result.root_password = "changed"
     ctx.report.info("root password changed through the API to the inventory's")
-    return ctx.probe()
+    return view
 
 
 def _client_with(ctx: Context, password: str) -> EtcdClient:
     client = ctx.client()
     return EtcdClient(client.endpoints, client.tls, user="root", password=password)
-
-
-def _view_with(client: EtcdClient) -> ClusterView:
-    cluster_id, members = client.member_list_with_cluster()
-    return ClusterView(cluster_id=cluster_id, members=tuple(members))
 
 
 def _live_password(ctx: Context) -> str:
@@ -292,6 +294,13 @@ def _conf_state(content: bytes | None, default: str) -> str:
     return str(state) if state in ("new", "existing") else default
 
 
+def _old(file: NodeFile, facts: MemberFacts) -> bytes | None:
+    """The old content for a diff; a secret's is never read back, only its existence."""
+    if file.secret:
+        return b"" if file.path in facts.secret_sha else None
+    return facts.files.get(file.path)
+
+
 def differs(file: NodeFile, facts: MemberFacts) -> bool:
     if file.secret:
         return facts.secret_sha.get(file.path) != hashlib.sha256(file.content).hexdigest()
@@ -372,7 +381,7 @@ def reload_members(
                 outcomes.append(HostOutcome(target, member.ip, "unchanged", "up to date"))
                 continue
             diff = "".join(
-                FileChange(f, "update", _diff(f, facts.files.get(f.path))).diff + "\n" for f in todo
+                FileChange(f, "update", _diff(f, _old(f, facts))).diff + "\n" for f in todo
             )
             outcome = HostOutcome(
                 target,

@@ -1,0 +1,100 @@
+"""Benchmark: `etcdsop reload --target all` with one real Patroni cluster, median of N runs.
+
+Run as root: `python3 bench/bench_reload.py` boots its own sandbox (subnet 198.18.5.0/24,
+state dir /var/lib/etcdsop/bench-reload, base with PostgreSQL/Patroni/vip-manager),
+creates etcd on 3 hosts and Patroni pg-test on 2, and tears it down (--keep keeps it).
+Two cases, no etcd restart in either: nothing to change, and stale client configs
+(every Patroni/vip-manager config rewritten, Patroni reloaded, vip-manager restarted).
+Set-up between runs is not timed. Target (issue 4): <= 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e import pgbed  # noqa: E402
+from tests.e2e.conftest import WIPE, Bed  # noqa: E402
+
+from etcdsop import sandbox  # noqa: E402
+from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES  # noqa: E402
+
+TARGET_SECONDS = 3.0
+
+
+def etcdsop(*args: str) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "etcdsop", *args], capture_output=True, text=True)
+    took = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"etcdsop {' '.join(args)} failed:\n{proc.stderr}")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/etcdsop/bench-reload"))
+    parser.add_argument("--subnet", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="leave the sandbox running")
+    args = parser.parse_args()
+    hosts = sandbox.up(
+        6, state_dir=args.state_dir, subnet_index=args.subnet, extra_packages=POSTGRES_PACKAGES
+    )
+    bed = Bed([h.ip for h in hosts], sandbox.paths(args.state_dir))
+    ips = bed.ips
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bed.each(ips, WIPE)
+            pgbed.wipe(bed, ips)
+            inv = pgbed.inventory(bed, Path(tmp), {ips[0]: 1, ips[1]: 2, ips[2]: 3}, ips[4:6])
+            etcdsop("create", "-i", str(inv))
+            etcdsop("rbac", "sync", "-i", str(inv))
+            pgbed.provision(bed, inv, ips[4:6], ips[:3])
+            results = {}
+            results["reload all, nothing to change"] = [
+                etcdsop("reload", "-t", "all", "-i", str(inv)) for _ in range(args.runs)
+            ]
+            stale = []
+            for _ in range(args.runs):
+                # Untimed: point both hosts' configs at one member only, as before a change.
+                for n, ip in enumerate(ips[4:6], start=1):
+                    pgbed.put(
+                        bed,
+                        ip,
+                        pgbed.PATRONI_CONF,
+                        pgbed.patroni_yml(ip, n, ips[:1]),
+                        "600",
+                        "postgres:postgres",
+                    )
+                    pgbed.put(
+                        bed, ip, pgbed.VIP_CONF, pgbed.vip_yml(bed, n, ips[:1]), "600", "root:root"
+                    )
+                stale.append(etcdsop("reload", "-t", "all", "-i", str(inv)))
+            results["reload all, stale Patroni + vip-manager configs"] = stale
+            leader = [m["Member"] for m in pgbed.members(bed, ips[4]) if m["Role"] == "Leader"]
+            report = {
+                name: {"median_s": round(statistics.median(v), 3), "runs": [round(x, 3) for x in v]}
+                for name, v in results.items()
+            }
+            report["patroni leader after the runs"] = leader  # type: ignore[assignment]
+            print(json.dumps(report, indent=2))
+            worst = max(statistics.median(v) for v in results.values())
+            print(f"target <= {TARGET_SECONDS} s: {'met' if worst <= TARGET_SECONDS else 'MISSED'}")
+            pgbed.wipe(bed, ips)
+    finally:
+        if not args.keep:
+            sandbox.down(state_dir=args.state_dir)
+
+
+if __name__ == "__main__":
+    main()
