@@ -193,6 +193,19 @@ def test_rm_member_of_powered_off_host(five: Cluster) -> None:
     assert all(five.healthy().values())
     five.assert_keys(five.ips[:2])
 
+    # The host comes back (its etcd enabled, its old data there): a re-run of the same
+    # rm cleans it, and the cluster is not touched again.
+    sandbox.host_power_on(dead, state_dir=SANDBOX_DIR)
+    assert five.bed.ssh(dead, "test -d /data/etcd/member", check=False).returncode == 0
+    result = json.loads(five.cli("rm", dead, "-y", "--json").stdout)
+    assert result["removed"] == [] and result["cleaned"] == [dead]
+    leftovers = five.bed.ssh(
+        dead, "ls -d /etc/etcd /data/etcd 2>/dev/null; systemctl is-enabled etcd", check=False
+    ).stdout
+    assert leftovers.strip() in ("disabled", "not-found", "")
+    assert len(five.members()) == 2 and all(five.healthy().values())
+    five.assert_keys(five.ips[:2])
+
 
 def test_rm_unstarted_member_found_by_peer_url(five: Cluster) -> None:
     ip5 = five.bed.ips[4]
