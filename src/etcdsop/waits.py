@@ -17,6 +17,7 @@ def retry_etcd(
     transient: Sequence[str],
     timeout: float,
     interval: float = 0.5,
+    on_retry: Callable[[EtcdApiError], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -32,4 +33,25 @@ def retry_etcd(
         except EtcdApiError as exc:
             if not any(t in exc.etcd_message for t in transient) or clock() >= deadline:
                 raise
+            if on_retry is not None:
+                on_retry(exc)
+        sleep(interval)
+
+
+def poll_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.3,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T | None:
+    """Call check until it returns something other than None; None after the deadline."""
+    deadline = clock() + timeout
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        if clock() >= deadline:
+            return None
         sleep(interval)

@@ -29,7 +29,7 @@ from etcdsop.ops.create import (
     refresh_conf,
 )
 from etcdsop.plan import find_live
-from etcdsop.waits import retry_etcd
+from etcdsop.waits import poll_until, retry_etcd
 
 NOT_IN_SYNC = (
     "can only promote a learner member which is in sync with leader",
@@ -140,7 +140,7 @@ def _add_one(ctx: Context, member: Member, result: AddResult, promote_timeout: f
     ctx.report.host(member.ip, f"member {added.hex_id} added as learner", "changed")
     try:
         ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=60)
-        _wait_started(ctx, client, member, added.id)
+        _verify(ctx, member, added.id, learner=True)
         if not member.learner:
             _promote_when_in_sync(
                 ctx, member, dataclasses.replace(added, name=member.name), promote_timeout
@@ -186,20 +186,6 @@ def _preflight(ctx: Context, view: ClusterView, member: Member) -> None:
     ctx.connect([member])
 
 
-def _wait_started(ctx: Context, client: EtcdClient, member: Member, member_id: int) -> None:
-    deadline = time.monotonic() + ctx.options.wait_timeout
-    while True:
-        entry = next((m for m in client.member_list() if m.id == member_id), None)
-        if entry is not None and entry.started and ctx.client().health(member.client_url):
-            ctx.report.host(member.ip, "etcd started as learner", "changed")
-            return
-        if time.monotonic() > deadline:
-            raise MemberError(
-                f"{member.ip}: etcd did not start within {ctx.options.wait_timeout:.0f}s"
-            )
-        time.sleep(0.3)
-
-
 def _leader(ctx: Context) -> tuple[int, str]:
     """(leader id, its client URL), from Maintenance Status of the voters."""
     client = ctx.client()
@@ -221,57 +207,56 @@ def _promote_when_in_sync(ctx: Context, member: Member, entry: MemberInfo, timeo
     """Promote through the leader (a follower times out with auth on: etcd #20757),
     retrying 'not in sync' until the learner caught up or the bound is reached."""
     client = ctx.client()
-    deadline = time.monotonic() + timeout
-    last_shown = 0.0
-    while True:
-        _leader_id, leader_url = _leader(ctx)
-        try:
+    shown = [0.0]
+
+    def promote_once() -> None:
+        _leader_id, leader_url = _leader(ctx)  # asked each time: leadership may move
+        client.member_promote(entry.id, endpoint=leader_url)
+
+    def show_progress(_exc: EtcdApiError) -> None:
+        if time.monotonic() - shown[0] < 1.0:
+            return
+        shown[0] = time.monotonic()
+        with contextlib.suppress(ClusterError):
+            _leader_id, leader_url = _leader(ctx)
             learner_index = client.status(member.client_url).raft_index
             leader_index = client.status(leader_url).raft_index
-            if time.monotonic() - last_shown > 1.0:
-                ctx.report.host(
-                    member.ip,
-                    f"catching up: raft index {learner_index} / {leader_index} (leader)",
-                    "info",
-                )
-                last_shown = time.monotonic()
-        except ClusterError:
-            pass
-        try:
-            client.member_promote(entry.id, endpoint=leader_url)
-            ctx.report.host(member.ip, f"promoted {entry.hex_id} to voter", "changed")
-            return
-        except EtcdApiError as exc:
-            if not any(t in exc.etcd_message for t in NOT_IN_SYNC):
-                raise MemberError(f"{member.ip}: promote failed: {exc.etcd_message}") from exc
-            if time.monotonic() > deadline:
-                raise MemberError(
-                    f"{member.ip}: learner not in sync after {timeout:.0f}s "
-                    f"({exc.etcd_message}); raise --promote-timeout or promote "
-                    f"later with: etcdsop promote {member.ip}"
-                ) from exc
-        time.sleep(0.5)
+            ctx.report.host(
+                member.ip,
+                f"catching up: raft index {learner_index} / {leader_index} (leader)",
+                "info",
+            )
+
+    try:
+        retry_etcd(promote_once, transient=NOT_IN_SYNC, timeout=timeout, on_retry=show_progress)
+    except EtcdApiError as exc:
+        in_sync_problem = any(t in exc.etcd_message for t in NOT_IN_SYNC)
+        hint = (
+            f"; raise --promote-timeout or promote later with: etcdsop promote {member.ip}"
+            if in_sync_problem
+            else ""
+        )
+        raise MemberError(f"{member.ip}: promote failed: {exc.etcd_message}{hint}") from exc
+    ctx.report.host(member.ip, f"promoted {entry.hex_id} to voter", "changed")
 
 
 def _verify(ctx: Context, member: Member, member_id: int, *, learner: bool) -> MemberInfo:
+    """Bounded wait until the member is started, of the wanted kind, and healthy."""
     client = ctx.client()
-    deadline = time.monotonic() + ctx.options.wait_timeout
-    while True:
+    kind = "learner" if learner else "voter"
+
+    def ready() -> MemberInfo | None:
         entry = next((m for m in client.member_list() if m.id == member_id), None)
-        if (
-            entry is not None
-            and entry.started
-            and entry.is_learner == learner
-            and client.health(member.client_url)
-        ):
-            ctx.report.host(member.ip, f"healthy {'learner' if learner else 'voter'}", "ok")
-            return entry
-        if time.monotonic() > deadline:
-            raise MemberError(
-                f"{member.ip}: not a healthy {'learner' if learner else 'voter'}"
-                f" after {ctx.options.wait_timeout:.0f}s"
-            )
-        time.sleep(0.3)
+        ok = entry is not None and entry.started and entry.is_learner == learner
+        return entry if ok and client.health(member.client_url) else None
+
+    found = poll_until(ready, timeout=ctx.options.wait_timeout)
+    if found is None:
+        raise MemberError(
+            f"{member.ip}: not a healthy {kind} after {ctx.options.wait_timeout:.0f}s"
+        )
+    ctx.report.host(member.ip, f"healthy {kind}", "ok")
+    return found
 
 
 def _remove_member(ctx: Context, client: EtcdClient, member_id: int) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from etcdsop.ops.create import refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import check_removal
 from etcdsop.snapshot import save_snapshot
-from etcdsop.waits import retry_etcd
+from etcdsop.waits import poll_until, retry_etcd
 
 
 @dataclass
@@ -179,17 +179,17 @@ def _move_leadership_away(
         entry.client_urls[0], f"is the leader: moving leadership to {target.name}", "info"
     )
     client.move_leader(target.id, leader_endpoint=entry.client_urls[0])
-    deadline = time.monotonic() + ctx.options.wait_timeout
-    while time.monotonic() < deadline:
-        try:
+
+    def moved() -> bool | None:
+        with contextlib.suppress(ClusterError):
             if client.status(target.client_urls[0]).leader == target.id:
-                return
-        except ClusterError:
-            pass
-        time.sleep(0.2)
-    raise ClusterError(
-        f"leadership did not move to {target.name} within {ctx.options.wait_timeout:.0f}s"
-    )
+                return True
+        return None
+
+    if poll_until(moved, timeout=ctx.options.wait_timeout, interval=0.2) is None:
+        raise ClusterError(
+            f"leadership did not move to {target.name} within {ctx.options.wait_timeout:.0f}s"
+        )
 
 
 def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
