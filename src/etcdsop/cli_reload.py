@@ -75,6 +75,11 @@ def reload(
             verb = "would change" if dry_run else "changed"
             hosts = sorted({o.host for o in result.changed})
             restarted = f", {len(result.restarted)} restarted" if result.restarted else ""
+            if result.patroni_restarted:
+                would = "would be " if dry_run else ""
+                restarted += f", Patroni {would}restarted under pause on " + ", ".join(
+                    result.patroni_restarted
+                )
             reporter.summary(
                 f"reload {','.join(targets)}: {len(hosts)} host(s) {verb}{restarted}"
                 f", {len(result.failed)} failed"

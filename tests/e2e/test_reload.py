@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -70,21 +73,46 @@ def leader_writes(bed: Bed, inv: Path, etcd_ips: list[str], password: str = PASS
     raise AssertionError(f"Patroni did not write a new optime (still {before}) in 40 s")
 
 
-class LeaderWatch:
-    """Samples /pg/pg-test/leader through any live member while membership changes."""
+TTL = 30  # pgbed's bootstrap.dcs.ttl: the leader key's lease
 
-    def __init__(self, inv: Path, ips: list[str]) -> None:
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic seconds
+    leader: bytes | None  # /pg/pg-test/leader; None: the key is absent
+    rest: dict[str, dict[str, Any] | None]  # pg host -> GET /patroni (None: no answer)
+
+
+class LeaderWatch:
+    """Every ~0.5 s while membership changes: the leader key (through any live member)
+    and each Patroni's own REST view (role, postmaster start, timeline)."""
+
+    def __init__(self, inv: Path, ips: list[str], pg_ips: list[str]) -> None:
         self.client = root(inv, ips)
-        self.seen: list[bytes | None] = []
+        self.pg_ips = pg_ips
+        self.samples: list[Sample] = []
+        self.errors = 0  # etcd reads that failed (a member being swapped)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rest(self, ip: str) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:8008/patroni", timeout=2) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError):
+            return None  # restarting
+        return doc if isinstance(doc, dict) else None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.seen.append(self.client.get("/pg/pg-test/leader"))
+                leader = self.client.get("/pg/pg-test/leader")
             except ClusterError:
                 self.client.reset_auth()
+                self.errors += 1
+            else:
+                rest = {ip: self._rest(ip) for ip in self.pg_ips}
+                self.samples.append(Sample(time.monotonic(), leader, rest))
             self._stop.wait(0.5)
 
     def __enter__(self) -> LeaderWatch:
@@ -95,14 +123,52 @@ class LeaderWatch:
         self._stop.set()
         self._thread.join(10)
 
+    def longest_absence(self) -> float:
+        """Seconds the leader key was seen missing in a row (first to last such sample)."""
+        longest, since = 0.0, None
+        for sample in self.samples:
+            if sample.leader is None:
+                since = sample.at if since is None else since
+                longest = max(longest, sample.at - since)
+            else:
+                since = None
+        return longest
+
+    def seen(self, ip: str, key: str) -> set[Any]:
+        return {s.rest[ip].get(key) for s in self.samples if s.rest[ip] is not None}
+
+
+def postmaster_start(bed: Bed, ip: str) -> str:
+    sql = "select pg_postmaster_start_time()"
+    return bed.ssh(ip, f"psql -h /var/run/postgresql -U postgres -Atc '{sql}'").stdout.strip()
+
+
+def patroni_state(bed: Bed, ip: str) -> str:
+    """MainPID, and whether that process started after patroni.yml was last written
+    (then it read the etcd3.hosts the file names now)."""
+    script = (
+        "pid=$(systemctl show -p MainPID --value patroni);"
+        f" age=$(( $(date +%s) - $(stat -c %Y {pgbed.PATRONI_CONF}) ));"
+        ' echo "$pid $(ps -o etimes= -p $pid | tr -d " ") $age"'
+    )
+    pid, ran, age = bed.ssh(ip, script).stdout.split()
+    return f"{pid} {'current' if int(ran) <= int(age) else 'stale'}"
+
+
+def patroni_journal(bed: Bed, ip: str, since: str) -> str:
+    return bed.ssh(ip, f"journalctl -u patroni -o cat --no-pager --since @{since}").stdout
+
 
 def test_replace_every_member_patroni_keeps_its_leader(pg: tuple[Bed, Path]) -> None:
     bed, inv = pg
     ips, where = bed.ips, inv.parent
-    primary = ips[4]
+    primary, replica = ips[4], ips[5]
     assert pgbed.members(bed, primary)[0]["Member"] == "pg-test-1"
+    started = bed.ssh(primary, "date +%s").stdout.strip()
+    postmasters = {ip: postmaster_start(bed, ip) for ip in (primary, replica)}
     etcd = {ips[0]: 1, ips[1]: 2, ips[2]: 3}
-    with LeaderWatch(inv, ips) as watch:
+    pids = []
+    with LeaderWatch(inv, ips, [primary, replica]) as watch:
         # h1 -> h4, h2 -> h5, h3 -> h6: every original member replaced, one at a time.
         for old, new, seq in ((ips[0], ips[3], 4), (ips[1], ips[4], 5), (ips[2], ips[5], 6)):
             inv = pgbed.inventory(bed, where, {**etcd, new: seq}, ips[4:6])
@@ -111,17 +177,56 @@ def test_replace_every_member_patroni_keeps_its_leader(pg: tuple[Bed, Path]) -> 
             del etcd[old]
             etcd[new] = seq
             inv = pgbed.inventory(bed, where, etcd, ips[4:6])
+            before = {ip: patroni_state(bed, ip) for ip in (primary, replica)}
+            if seq == 4:
+                # A dry run says it would pause and restart, and does nothing.
+                dry = run_cli("reload", "-t", "all", "-i", str(inv), "--dry-run", "--json")
+                planned = json.loads(dry.stdout)
+                assert planned["patroni_restarted"] == [replica, primary]
+                messages = [h["message"] for h in planned["hosts"] if h["target"] == "patroni"]
+                assert all("would restart Patroni under pause: etcd3 hosts" in m for m in messages)
+                assert "Patroni would be restarted under pause on" in dry.stderr
+                assert {ip: patroni_state(bed, ip) for ip in (primary, replica)} == before
+                assert (
+                    "Maintenance mode"
+                    not in bed.ssh(primary, f"patronictl -c {pgbed.PATRONI_CONF} list").stdout
+                )
             out = json.loads(run_cli("reload", "--target", "all", "-i", str(inv), "--json").stdout)
             assert out["endpoints"] == [f"https://{ip}:2379" for ip in sorted(etcd)]
             assert out["failed"] == 0
             changed = {(h["target"], h["host"]) for h in out["hosts"] if h["status"] == "changed"}
-            assert {("patroni", primary), ("patroni", ips[5]), ("vip", primary)} <= changed
+            assert {("patroni", primary), ("patroni", replica), ("vip", primary)} <= changed
+            # Restarted under pause, the replica first, the leader last; each now runs
+            # (a new process) on the file's current etcd3.hosts.
+            assert out["patroni_restarted"] == [replica, primary]
+            after = {ip: patroni_state(bed, ip) for ip in (primary, replica)}
+            for ip in (primary, replica):
+                assert after[ip].split()[0] != before[ip].split()[0]
+                assert after[ip].endswith(" current")
+            pids.append(after)
+            listed = bed.ssh(primary, f"patronictl -c {pgbed.PATRONI_CONF} list").stdout
+            assert "Maintenance mode" not in listed  # resumed
     voters = sorted(etcd)
     assert voters == ips[3:6]
 
-    # No failover: the same leader in every sample and in patronictl, timeline 1.
-    assert len(watch.seen) > 20
-    assert {v for v in watch.seen if v is not None} == {b"pg-test-1"}
+    # No demotion, no failover, at any moment: the leader key always named pg-test-1 and
+    # was never gone longer than its TTL; each Patroni always saw the same role, the
+    # same postmaster (PostgreSQL never restarted) and timeline 1.
+    assert len(watch.samples) > 60, (len(watch.samples), watch.errors)
+    assert {s.leader for s in watch.samples if s.leader is not None} == {b"pg-test-1"}
+    assert watch.longest_absence() < TTL
+    assert watch.seen(primary, "role") == {"master"}
+    assert watch.seen(primary, "timeline") == {1}
+    assert watch.seen(replica, "role") == {"replica"}
+    for ip in (primary, replica):
+        assert len(watch.seen(ip, "postmaster_start_time")) == 1
+        # Patroni 3.0.2 gives a replica's timeline only through a local replication
+        # connection, which pgbed's pg_hba does not allow: null there.
+        assert watch.seen(ip, "timeline") <= {1, None}
+        assert postmaster_start(bed, ip) == postmasters[ip]
+        journal = patroni_journal(bed, ip, started).lower()
+        for word in ("demot", "promot", "failover", "dcs is not accessible"):
+            assert word not in journal, (ip, word)
     listed = pgbed.members(bed, primary)
     assert {(m["Member"], m["Role"], m["TL"]) for m in listed} == {
         ("pg-test-1", "Leader", 1),
@@ -167,19 +272,27 @@ def test_replace_every_member_patroni_keeps_its_leader(pg: tuple[Bed, Path]) -> 
     assert "ETCDCTL_USER" not in env
     assert f"export ETCDCTL_ENDPOINTS={','.join(f'https://{v}:2379' for v in voters)}" in env
 
-    # A re-run changes nothing.
+    # A re-run changes nothing, restarts nothing.
     again = json.loads(run_cli("reload", "-t", "all", "-i", str(inv), "--json").stdout)
     assert {h["status"] for h in again["hosts"]} == {"unchanged"}
+    assert again["patroni_restarted"] == []
+    assert {ip: patroni_state(bed, ip) for ip in (primary, replica)} == pids[-1]
 
-    # KNOWN GAP (Debian's Patroni 3.0.2): SIGHUP re-reads only the etcd credentials, and
-    # when a cached member fails Patroni falls back to the hosts of its STARTUP config;
-    # its member-list refresh runs every 10 x ttl (300 s). Replacing all three members
-    # within that window left it without DCS: it demoted itself, then took the lock
-    # back (same member, TL 1 above). Fix proposed in the issue 4 report (restart
-    # Patroni under `patronictl pause` where etcd3.hosts changed).
-    journal = bed.ssh(primary, THIS_PATRONI).stdout
-    if "demoting self because DCS is not accessible" in journal:
-        pytest.xfail("Patroni 3.0.2 lost the DCS during the replacement and demoted itself")
+    # A Patroni that an earlier run only reloaded (that run's backup holds the file it
+    # started on, with older hosts; the file was rewritten since) is restarted by a re-run.
+    stamp = bed.ssh(replica, "date -u +%Y%m%dT%H%M%SZ").stdout.strip()
+    backup = f"{pgbed.PATRONI_CONF}.{stamp}.bak"
+    bed.ssh(
+        replica,
+        f"cat > {backup} && touch -d '-1 hour' {backup} && touch {pgbed.PATRONI_CONF}",
+        stdin=pgbed.patroni_yml(replica, 2, ips[:3]),
+    )
+    stale = json.loads(run_cli("reload", "-t", "patroni", "-i", str(inv), "--json").stdout)
+    assert stale["patroni_restarted"] == [replica]
+    message = next(h["message"] for h in stale["hosts"] if h["host"] == replica)
+    assert f"Patroni still runs the etcd3 hosts of {backup}" in message
+    assert patroni_state(bed, replica).endswith(" current")
+    assert next(m for m in pgbed.members(bed, primary) if m["Role"] == "Leader")["TL"] == 1
 
 
 def test_dry_run_root_rotation_and_broken_client_configs(pg: tuple[Bed, Path]) -> None:
@@ -207,6 +320,7 @@ def test_dry_run_root_rotation_and_broken_client_configs(pg: tuple[Bed, Path]) -
     dry = run_cli("reload", "-t", "all", "-i", str(new), "--dry-run", "--json")
     out = json.loads(dry.stdout)
     assert out["root_password"] == "would change"
+    assert out["patroni_restarted"] == []  # credentials only: a SIGHUP is enough
     assert out["rbac"][0]["actions"] == ["update the password of user pg-test"]
     changed = {(h["target"], h["host"]) for h in out["hosts"] if h["status"] == "changed"}
     assert changed == {("etcd", ip) for ip in ips[:3]} | {
@@ -237,6 +351,8 @@ def test_dry_run_root_rotation_and_broken_client_configs(pg: tuple[Bed, Path]) -
     assert bed.ssh(ips[5], "sha256sum /pg/bin/patroni.yml; ls /pg/bin").stdout == broken
     conf = yaml.safe_load(bed.ssh(ips[4], f"cat {pgbed.PATRONI_CONF}").stdout)
     assert conf["etcd3"]["password"] == NEW_PG
+
+    assert out["patroni_restarted"] == []
 
     # Root password rotated: old refused, new accepted, etcd.pass rewritten everywhere.
     assert out["root_password"] == "changed"

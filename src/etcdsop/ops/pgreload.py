@@ -2,8 +2,10 @@
 
 Every host is handled on its own: a missing or broken config fails that host (its
 files untouched) while the others go on. Patroni is reloaded (SIGHUP re-reads its
-credentials; it finds new members through the member list), vip-manager restarted
-(it has no reload); only where something changed and only if it was running.
+credentials), vip-manager restarted (it has no reload); only where something changed
+and only if it was running. A Patroni whose etcd hosts changed (or that still runs
+an older etcd3 section) is also marked for a restart under maintenance mode, done
+later by ops/pgrestart.py once its etcd user has its new password.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from etcdsop.clientconf import ClientConfError, EtcdAccess, edit_patroni, edit_v
 from etcdsop.errors import ClusterError, InputError
 from etcdsop.model import Inventory, PgCluster, SshTarget
 from etcdsop.ops.common import Context
+from etcdsop.ops.pgrestart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
 from etcdsop.ops.rbac import PgAccount
 from etcdsop.ops.reload import HostOutcome, ReloadResult, write_with_backup
 from etcdsop.remote import RemoteHost, run_parallel
@@ -56,6 +59,9 @@ class _HostFacts:
     shas: dict[str, str] = field(default_factory=dict)
     active: dict[str, str] = field(default_factory=dict)
     has_group: bool = False
+    mtimes: dict[str, int] = field(default_factory=dict)  # patroni.yml and its backups
+    started: int | None = None  # when the running Patroni started (epoch seconds)
+    kill_mode: str = ""
 
 
 def _path(values: Mapping[str, Any], key: str, default: str, ip: str) -> str:
@@ -109,11 +115,20 @@ def host_port(url: str) -> str:
 
 
 # -- facts ------------------------------------------------------------------------------
-# Arguments: group, then "conf:<path>" (content) or "sha:<path>" (checksum) items.
+# Arguments: group, then "conf:<path>" (content), "sha:<path>" (checksum) or
+# "mtimes:<path>" (when it and its backups were written) items. A backup keeps its
+# file's mtime (cp -p) and is named after the run that replaced it: with Patroni's
+# start they tell which version it started on.
 _FACTS = r"""
 group=$1; shift
 for a in "$@"; do
   kind=${a%%:*}; p=${a#*:}
+  if [ "$kind" = mtimes ]; then
+    for f in "$p" "$p".*.bak; do
+      [ -f "$f" ] && echo "mtime $(stat -c %Y "$f") $f"
+    done
+    continue
+  fi
   if [ ! -f "$p" ]; then echo "missing $p"; continue; fi
   if [ "$kind" = conf ]; then echo "file $p $(base64 -w0 "$p")"
   else echo "sha $p $(sha256sum "$p" | cut -d' ' -f1)"; fi
@@ -121,6 +136,11 @@ done
 for u in patroni vip-manager; do
   echo "active $u $(systemctl is-active "$u" 2>/dev/null | head -1)"
 done
+pid=$(systemctl show -p MainPID --value patroni 2>/dev/null)
+if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+  echo "started $(( $(date +%s) - $(ps -o etimes= -p "$pid" | tr -d ' ') ))"
+fi
+echo "killmode $(systemctl show -p KillMode --value patroni 2>/dev/null)"
 getent group "$group" >/dev/null && echo "group ok"
 exit 0
 """
@@ -139,6 +159,12 @@ def parse_host_facts(text: str) -> _HostFacts:
             facts.active[name] = value.strip()
         elif kind == "group":
             facts.has_group = True
+        elif kind == "mtime" and name.isdigit() and value:
+            facts.mtimes[value.strip()] = int(name)
+        elif kind == "started" and name.isdigit():
+            facts.started = int(name)
+        elif kind == "killmode":
+            facts.kill_mode = name.strip()
     return facts
 
 
@@ -186,6 +212,7 @@ class _Host:
     ) -> None:
         self.ctx, self.host, self.job, self.access = ctx, host, job, access
         self.tls, self.secrets, self.stamp = tls, secrets, stamp
+        self.node: PatroniNode | None = None  # its running Patroni, for the restart phase
 
     def targets(self) -> list[tuple[str, str]]:
         found = [("patroni", self.job.patroni_conf), ("vip", self.job.vip_conf)]
@@ -195,6 +222,8 @@ class _Host:
         job = self.job
         items = [f"conf:{p}" for _, p in self.targets()]
         items += [f"sha:{p}" for p in job.tls_paths]
+        if job.patroni_conf is not None:
+            items.append(f"mtimes:{job.patroni_conf}")
         out = self.host.run(["sh", "-c", _FACTS, "sh", job.group, *items], timeout=30)
         facts = parse_host_facts(out.stdout)
         failures: dict[str, str] = {}
@@ -224,10 +253,39 @@ class _Host:
         if tls_todo and not self.ctx.options.dry_run:
             self._write_tls(tls_todo)
         for target in working:
-            outcomes.append(
-                self._finish(target, [e for e in edits if e.target == target], tls_todo, facts)
-            )
+            mine = [e for e in edits if e.target == target]
+            outcome = self._finish(target, mine, tls_todo, facts)
+            outcomes.append(outcome)
+            if target == "patroni" and outcome.status != "failed":
+                self.node = self._patroni_node(mine, facts, outcome)
         return outcomes
+
+    def _patroni_node(
+        self, edits: list[_Edit], facts: _HostFacts, outcome: HostOutcome
+    ) -> PatroniNode | None:
+        """The running Patroni and whether a SIGHUP is enough for it (see pgrestart)."""
+        path = self.job.patroni_conf
+        if path is None or facts.active.get("patroni") != "active":
+            return None
+        old = facts.files.get(path)
+        new = edits[0].new if edits else old
+        running, running_from = None, ""
+        if facts.started is not None:
+            version = loaded_version(facts.started, facts.mtimes, path)
+            # Started on an older file (an earlier reload wrote it but did not restart it).
+            if version is not None and version != path:
+                out = self.host.run(["base64", "-w0", version], timeout=30)
+                running, running_from = etcd3_of(base64.b64decode(out.stdout)), version
+        return PatroniNode(
+            cluster=self.job.cluster.name,
+            ip=self.job.ip,
+            host=self.host,
+            conf=path,
+            url=rest_url(new),
+            kill_mode=facts.kill_mode,
+            reason=restart_reason(etcd3_of(old), etcd3_of(new), running, running_from),
+            outcome=outcome,
+        )
 
     def _edit(self, target: str, path: str, facts: _HostFacts) -> list[_Edit]:
         old = facts.files.get(path)
@@ -344,6 +402,23 @@ def client_pems(ctx: Context, cluster: PgCluster) -> tuple[bytes, bytes, bytes]:
     return ca, issued.cert_pem, issued.key_pem
 
 
+@dataclass
+class PgPending:
+    """What reload_pg_hosts leaves for later: the running Patronis (to restart where
+    needed) and the SSH connections it opened to hosts outside the etcd group."""
+
+    nodes: list[PatroniNode] = field(default_factory=list)
+    hosts: list[RemoteHost] = field(default_factory=list)
+
+    @property
+    def restarts(self) -> list[PatroniNode]:
+        return [n for n in self.nodes if n.reason]
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+
+
 def reload_pg_hosts(
     ctx: Context,
     jobs: Sequence[PgHostJob],
@@ -351,13 +426,14 @@ def reload_pg_hosts(
     endpoints: Sequence[str],
     result: ReloadResult,
     stamp: str,
-) -> None:
+) -> PgPending:
+    """Edit, write and reload on every PostgreSQL host; the caller closes the result."""
+    pending = PgPending()
     if not jobs:
         ctx.report.info("no PostgreSQL cluster in the inventory")
-        return
+        return pending
     by_cluster = {a.cluster: a for a in accounts}
     pems = {j.cluster.name: client_pems(ctx, j.cluster) for j in jobs if j.ship_tls}
-    hosts: dict[str, RemoteHost] = {}
     workers = []
     for job in jobs:
         if job.patroni_conf is None and job.vip_conf is None:
@@ -374,7 +450,7 @@ def reload_pg_hosts(
         member = ctx.inventory.member(job.ip)
         host = ctx.host(member) if member else RemoteHost(job.ip, job.ssh, ctx.ssh)
         if member is None:
-            hosts[job.ip] = host
+            pending.hosts.append(host)
         tls = tls_files(job, *pems[job.cluster.name]) if job.ship_tls else []
         secrets = [] if account.weak else [account.password]
         workers.append(_Host(ctx, host, job, access, tls, secrets, stamp))
@@ -382,9 +458,9 @@ def reload_pg_hosts(
         results = run_parallel(
             workers, lambda w: w.run(), forks=ctx.options.forks, key=lambda w: w.job.ip
         )
-    finally:
-        for host in hosts.values():
-            host.close()
+    except BaseException:
+        pending.close()
+        raise
     for worker in workers:
         value = results[worker.job.ip]
         if isinstance(value, ClusterError):
@@ -392,3 +468,6 @@ def reload_pg_hosts(
                 result.outcomes.append(HostOutcome(target, worker.job.ip, "failed", value.message))
         else:
             result.outcomes += value
+            if worker.node is not None:
+                pending.nodes.append(worker.node)
+    return pending

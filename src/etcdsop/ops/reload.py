@@ -1,9 +1,10 @@
 """`etcdsop reload`: point every etcd client at the live membership (the SOP's 重载配置).
 
 Targets: etcd (etcd.conf + the root password), etcdctl (etcdctl.sh), patroni and
-vip (ops/pgreload.py). Endpoints are the live VOTERS (learners serve no clients),
-cross-checked with the inventory. Only files whose content differs are written,
-each after a backup beside it; a failed host never stops the others.
+vip (ops/pgreload.py; Patroni restarts under maintenance mode in ops/pgrestart.py).
+Endpoints are the live VOTERS (learners serve no clients), cross-checked with the
+inventory. Only files whose content differs are written, each after a backup beside
+it; a failed host never stops the others.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ReloadResult:
     root_password: str = "not checked"
     rbac: list[rbac.AccountResult] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    patroni_restarted: list[str] = field(default_factory=list)  # in restart order
 
     @property
     def failed(self) -> list[HostOutcome]:
@@ -90,6 +92,7 @@ class ReloadResult:
             "rbac": [r.to_json() for r in self.rbac],
             "hosts": [o.to_json() for o in self.outcomes],
             "restarted": self.restarted,
+            "patroni_restarted": self.patroni_restarted,
             "failed": len(self.failed),
         }
 
@@ -475,7 +478,7 @@ def restart_members(
 
 # -- the command ----------------------------------------------------------------------
 def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> ReloadResult:
-    from etcdsop.ops import pgreload
+    from etcdsop.ops import pgreload, pgrestart
 
     inventory, report = ctx.inventory, ctx.report
     result = ReloadResult(tuple(targets), ctx.options.dry_run)
@@ -514,13 +517,21 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         later: list[tuple[rbac.PgAccount, rbac.Action]] = []
         result.rbac = rbac.sync(root, accounts, report, dry_run=ctx.options.dry_run, deferred=later)
         report.phase("Patroni and vip-manager")
-        pgreload.reload_pg_hosts(ctx, jobs, accounts, urls, result, stamp)
-        _report(ctx, result, ("patroni", "vip"))
-        if later and not ctx.options.dry_run:
-            report.phase("new passwords of the PostgreSQL clusters' etcd users")
-            for account, action in later:
-                rbac.apply(root, account, action)
-                report.host(account.cluster, action.text, "changed")
+        pending = pgreload.reload_pg_hosts(ctx, jobs, accounts, urls, result, stamp)
+        try:
+            _report(ctx, result, ("patroni", "vip"))
+            if later and not ctx.options.dry_run:
+                report.phase("new passwords of the PostgreSQL clusters' etcd users")
+                for account, action in later:
+                    rbac.apply(root, account, action)
+                    report.host(account.cluster, action.text, "changed")
+            # After the new passwords: a restarted Patroni (and the patronictl that pauses
+            # its cluster) authenticates with what its file now says.
+            if pending.restarts:
+                report.phase("Patroni restarts under maintenance mode (etcd3 hosts changed)")
+                pgrestart.restart_clusters(ctx, pending.nodes, result)
+        finally:
+            pending.close()
     if restart and not ctx.options.dry_run:
         report.phase("rolling restart")
         restart_members(ctx, view, facts, result)
