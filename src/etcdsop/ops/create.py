@@ -211,7 +211,7 @@ def plan_member(
     joining = view.live and live is None
     files = node_files(
         member,
-        initial_cluster=_initial_cluster(targets, member, view),
+        initial_cluster=initial_cluster(targets, member, view),
         init="existing" if joining else member.init,
         endpoints=[m.client_url for m in ctx.inventory.members],
         ca_pem=ca_pem,
@@ -221,7 +221,7 @@ def plan_member(
     return plan_host(member, files, node_dirs(member), facts, live=live, cluster_live=view.live)
 
 
-def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView) -> list[PeerRef]:
+def initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView) -> list[PeerRef]:
     """Who etcd expects to meet when it bootstraps this member's data dir.
 
     A new cluster: the members started together now (a subset chosen with -l must
@@ -237,10 +237,10 @@ def _initial_cluster(targets: Sequence[Member], member: Member, view: ClusterVie
             if m.started and member.peer_url not in m.peer_urls
         ]
         refs.append(PeerRef(member.name, member.peer_url))
-    return sorted(refs, key=lambda r: _url_sort_key(r.peer_url))
+    return sorted(refs, key=lambda r: url_sort_key(r.peer_url))
 
 
-def _url_sort_key(url: str) -> tuple[int, object, int]:
+def url_sort_key(url: str) -> tuple[int, object, int]:
     parsed = urlsplit(url)
     try:
         address: object = ipaddress.ip_address(parsed.hostname or "")
@@ -366,8 +366,8 @@ def _launch(
             result.joined.append(plan.member.ip)
     restarts = [p.member for p in plans if p.service == "restart"]
     if restarts:
-        for member in _leader_last(ctx, restarts):
-            _rolling_restart(ctx, member)
+        for member in leader_last(ctx, restarts):
+            rolling_restart(ctx, member)
             result.restarted.append(member.ip)
 
 
@@ -378,7 +378,7 @@ def _run_all(ctx: Context, members: Sequence[Member], argv: list[str]) -> None:
         raise failed[0]
 
 
-def _leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
+def leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
     client = ctx.client()
     leader_id = 0
     for member in members:
@@ -392,7 +392,7 @@ def _leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
     return sorted(members, key=lambda m: leader is not None and m.peer_url in leader.peer_urls)
 
 
-def _rolling_restart(ctx: Context, member: Member) -> None:
+def rolling_restart(ctx: Context, member: Member) -> None:
     """One member at a time, healthy before the next: the cluster keeps its quorum."""
     ctx.report.host(member.ip, "restarting etcd", "start")
     # Blocking restart: with Type=notify it returns once this member serves again;
@@ -445,7 +445,7 @@ def refresh_conf(ctx: Context) -> list[str]:
         facts = gather(host, member.data_dir, (ETCD_CONF,))
         # Keep the state the member was set up with (a joined one says "existing").
         state = str((existing_conf(facts) or {}).get("initial-cluster-state", member.init))
-        conf = render_etcd_conf(member, _initial_cluster(members, member, view), state)
+        conf = render_etcd_conf(member, initial_cluster(members, member, view), state)
         current = facts.files.get(ETCD_CONF)
         if current is None or not current.same_content(conf):
             host.put_file(ETCD_CONF, conf, owner="etcd", group="etcd", mode=0o644)

@@ -24,7 +24,7 @@ from etcdsop.events import Status as ReportStatus
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import rbac
 from etcdsop.ops.common import ClusterView, Context
-from etcdsop.ops.create import _initial_cluster, _leader_last, _rolling_restart, _url_sort_key
+from etcdsop.ops.create import initial_cluster, leader_last, rolling_restart, url_sort_key
 from etcdsop.plan import find_live
 from etcdsop.quorum import quorum_of
 from etcdsop.remote import RemoteHost
@@ -32,11 +32,6 @@ from etcdsop.render import ETCD_CONF, ETCD_PASS, PROFILE, NodeFile, render_etcd_
 
 TARGETS = ("etcd", "etcdctl", "patroni", "vip")
 Status = Literal["changed", "unchanged", "failed", "skipped"]
-
-# Public names for create's rolling-restart pieces (reused, not copied).
-leader_last = _leader_last
-rolling_restart = _rolling_restart
-initial_cluster = _initial_cluster
 
 
 # -- results --------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def parse_targets(values: Sequence[str]) -> tuple[str, ...]:
 # -- the live view and the root password ------------------------------------------------
 def voter_urls(view: ClusterView) -> list[str]:
     """Client URLs of the started voters, in the inventory's order (by IP)."""
-    return sorted(view.voter_endpoints(), key=_url_sort_key)
+    return sorted(view.voter_endpoints(), key=url_sort_key)
 
 
 def cross_check(inventory: Inventory, view: ClusterView) -> list[str]:
@@ -277,7 +272,7 @@ def member_files(
     files = []
     if "etcd" in targets:
         state = _conf_state(facts.files.get(ETCD_CONF), member.init)
-        peers = _initial_cluster([member], member, view)
+        peers = initial_cluster([member], member, view)
         rendered = render_etcd_conf(member, peers, state)
         files.append(NodeFile(ETCD_CONF, rendered, "etcd", "etcd", 0o644))
         password = member.root_password.encode()
