@@ -238,6 +238,15 @@ class RemoteHost:
         result = CommandResult(
             self.label, command, rc, out.decode(errors="replace"), err.decode(errors="replace")
         )
+        if rc != 0 and not self.is_root and _sudo_refused(result.stderr):
+            # Never a command's own result: nothing ran. Say what to fix instead.
+            assert self._resolved is not None
+            raise RemoteError(
+                self.label,
+                f"{self._resolved.user} may not run commands as root without a password"
+                " (sudo -n refused); grant it passwordless sudo or set ansible_user: root",
+                details=result.stderr.strip()[-500:],
+            )
         if check and rc != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
             raise RemoteError(self.label, f"command failed (exit {rc}): {command}", details=detail)
@@ -319,6 +328,13 @@ def _read_all(recv: Callable[[int], bytes], deadline: float) -> bytes:
         if not data:
             return b"".join(chunks)
         chunks.append(data)
+
+
+def _sudo_refused(stderr: str) -> bool:
+    first = stderr.lstrip().splitlines()[0] if stderr.strip() else ""
+    return first.startswith("sudo: ") and (
+        "password is required" in first or "not in the sudoers" in first or "not allowed" in first
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,8 +24,9 @@ from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
 SANDBOX_DIR = Path(os.environ.get("ETCDSOP_TEST_SANDBOX_DIR", "/var/lib/etcdsop/test-sandbox"))
 SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2"))
-# One base for every e2e test: real Patroni and vip-manager clients too (never auto-started).
-PG_PACKAGES = POSTGRES_PACKAGES
+# One base for every e2e test: real Patroni and vip-manager clients too (never auto-started),
+# and sudo for the non-root login tests.
+PG_PACKAGES = (*POSTGRES_PACKAGES, "sudo")
 HOST_COUNT = 6
 PASSWORD = "Test.Root.Pw-7f3a"
 

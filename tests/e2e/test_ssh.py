@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -44,3 +45,54 @@ def test_host_keys_accept_new_strict_and_changed(clean: Bed, tmp_path: Path) -> 
     assert proc.returncode == 2, proc.stderr
     assert "CHANGED" in proc.stderr and f"ssh-keygen -f {known} -R" in proc.stderr
     assert known.read_text() == f"{ip} ssh-ed25519 {other}\n"
+
+
+LOGIN_USER = (
+    "id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user};"
+    " install -d -m 700 -o {user} -g {user} /home/{user}/.ssh;"
+    " install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/;"
+)
+
+
+def add_login_user(bed: Bed, ips: list[str], user: str, *, sudo: bool) -> None:
+    """A login with the sandbox key; with passwordless sudo or none at all."""
+    script = LOGIN_USER.format(user=user)
+    if sudo:
+        script += f" echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{user};"
+        script += f" chmod 440 /etc/sudoers.d/{user}"
+    else:
+        script += f" rm -f /etc/sudoers.d/{user}"
+    bed.each(ips, script)
+
+
+def test_non_root_user_works_through_sudo(clean: Bed, tmp_path: Path) -> None:
+    ips = clean.ips[:3]
+    add_login_user(clean, ips, "ops", sudo=True)
+    inventory = clean.inventory(tmp_path, ips, group_vars={"ansible_user": "ops"})
+
+    proc = run_cli("create", "-i", str(inventory), "-v", "--json")
+    assert "sudo -n -- " in proc.stderr
+    assert sorted(json.loads(proc.stdout)["started"]) == sorted(ips)
+    status = json.loads(run_cli("status", "-i", str(inventory), "--json").stdout)
+    assert status["healthy"] is True and status["voters"] == 3
+    # Files written through sudo still get their owners and modes.
+    modes = clean.ssh(ips[0], "stat -c '%U:%G %a' /etc/etcd/etcd.pass /etc/etcd/server.key")
+    assert modes.stdout.split("\n")[:2] == ["root:etcd 640", "etcd:etcd 600"]
+
+    run_cli("rm", "-i", str(inventory), "--yes", "--no-backup")
+    for ip in ips:
+        assert clean.ssh(ip, "test -e /etc/etcd", check=False).returncode != 0
+        assert clean.ssh(ip, "systemctl is-active etcd", check=False).stdout.strip() != "active"
+
+
+def test_user_without_sudo_is_refused_before_any_change(clean: Bed, tmp_path: Path) -> None:
+    ips = clean.ips[:2]
+    add_login_user(clean, ips, "nosudo", sudo=False)
+    inventory = clean.inventory(tmp_path, ips, host_vars={ips[1]: {"ansible_user": "nosudo"}})
+
+    proc = run_cli("create", "-i", str(inventory), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{ips[1]}: nosudo may not run commands as root" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    for ip in ips:
+        assert clean.ssh(ip, "test -e /etc/etcd", check=False).returncode != 0
