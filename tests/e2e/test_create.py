@@ -359,3 +359,37 @@ def test_start_timeout_shows_journal_and_a_rerun_completes(
     assert data["auth"] == "enabled"
     members = client(inventory, ips).member_list()
     assert len(members) == 3 and all(m.started for m in members)
+
+
+# The sandbox base keeps etcd-server's .deb in apt's cache: apt installs it with no network.
+RESTORE_ETCD = (
+    "test -x /usr/bin/etcd || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
+    " etcd-server >/dev/null && systemctl disable --now etcd; }; rm -rf /var/lib/etcd/default"
+)
+
+
+def test_create_installs_etcd_when_missing_and_rm_pkg_removes_it(
+    clean: Bed, tmp_path: Path
+) -> None:
+    ip = clean.ips[5]
+    clean.ssh(ip, "ls /var/cache/apt/archives/etcd-server_*.deb && dpkg --purge etcd-server")
+    try:
+        assert clean.ssh(ip, "test -e /usr/bin/etcd", check=False).returncode != 0
+        inventory = clean.inventory(tmp_path, [ip])
+
+        proc = run_cli("create", "-i", str(inventory), "--json")
+        assert "install etcd" in proc.stderr
+        assert json.loads(proc.stdout)["started"] == [ip]
+        installed = clean.ssh(ip, "dpkg-query -W -f '${Status}' etcd-server").stdout
+        assert installed == "install ok installed"
+        # Ours runs, not the default single-node etcd the package's postinst started.
+        assert "--config-file" in clean.ssh(ip, "systemctl show -p ExecStart etcd").stdout
+        members = client(inventory, [ip]).member_list()
+        assert [(m.name, m.peer_urls) for m in members] == [("etcd-1", (f"https://{ip}:2380",))]
+
+        run_cli("rm", "-i", str(inventory), "--yes", "--no-backup", "-e", "etcd_rm_pkg=true")
+        assert clean.ssh(ip, "test -e /usr/bin/etcd", check=False).returncode != 0
+        status = clean.ssh(ip, "dpkg-query -W -f '${Status}' etcd-server", check=False).stdout
+        assert status != "install ok installed"
+    finally:
+        clean.ssh(ip, RESTORE_ETCD)

@@ -274,22 +274,18 @@ def report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
 
 
 # -- apply ---------------------------------------------------------------------------
+# Package lists may be missing or stale on a fresh host: update once when the install
+# fails. Wait for a dpkg lock held by unattended-upgrades instead of failing at once.
+_APT_INSTALL = (
+    "export DEBIAN_FRONTEND=noninteractive;"
+    " i() { apt-get -o DPkg::Lock::Timeout=120 install -y -q etcd-server; };"
+    " i || { apt-get -o DPkg::Lock::Timeout=120 update -q && i; }"
+)
+_RPM_INSTALL = "command -v dnf >/dev/null && exec dnf install -y etcd || exec yum install -y etcd"
+
+
 def _install_argv(facts_debian: bool) -> list[str]:
-    if facts_debian:
-        return [
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "etcd-server",
-        ]
-    return [
-        "sh",
-        "-c",
-        "command -v dnf >/dev/null && exec dnf install -y etcd || exec yum install -y etcd",
-    ]
+    return ["sh", "-c", _APT_INSTALL if facts_debian else _RPM_INSTALL]
 
 
 def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:

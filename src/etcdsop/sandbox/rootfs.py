@@ -39,7 +39,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
 )
 # Bump when the preparation below changes, so older bases are not reused.
-PREP_VERSION = 1
+PREP_VERSION = 2
 DEFAULT_CACHE = Path("/var/cache/etcdsop/rootfs-bookworm")
 BUILD_TIMEOUT = 1800.0
 LOCK_TIMEOUT = 2400.0
@@ -319,7 +319,10 @@ def prepare(root: Path) -> None:
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     ssh_dir.chmod(0o700)
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
-        deb.unlink()
+        # etcd-server's stays, so a test can uninstall etcd and have apt install it again
+        # from the cache (hosts have no network), through etcdsop's own install path.
+        if not deb.name.startswith("etcd-server_"):
+            deb.unlink()
     if not (root / "usr/bin/etcd").exists():
         raise ClusterError(f"sandbox: the new base rootfs {root} has no /usr/bin/etcd")
 
