@@ -109,10 +109,19 @@ class PgCluster:
 
 
 @dataclass(frozen=True)
+class InfraHost:
+    """A host of the `infra` group: Pigsty's monitoring reads etcd targets there."""
+
+    name: str  # the inventory key
+    ssh: SshTarget
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     members: tuple[Member, ...]  # every host of the etcd group, sorted by IP
     pg_clusters: tuple[PgCluster, ...] = ()
+    infra_hosts: tuple[InfraHost, ...] = ()
     extra_vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property

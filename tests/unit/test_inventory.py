@@ -1188,3 +1188,33 @@ def test_large_inventory_loads_quickly(tmp_path: Path) -> None:
     assert time.perf_counter() - started < (5 if yaml.__with_libyaml__ else 30)
     assert len(inv.pg_clusters) == 600
     assert inv.pg_clusters[0].group == "pg-c0"
+
+
+# ---------------------------------------------------------------- infra hosts
+
+
+def test_infra_hosts_of_pigsty_files() -> None:
+    data = Path(__file__).parent / "data" / "inventory"
+    simu = load_inventory(data / "pigsty-simu.yml")
+    assert [h.name for h in simu.infra_hosts] == ["10.10.10.10", "10.10.10.11"]
+    meta = load_inventory(data / "pigsty-meta.yml")
+    assert [h.name for h in meta.infra_hosts] == ["10.10.10.10"]
+
+
+def test_infra_hosts_connection_vars_and_no_infra_group(tmp_path: Path) -> None:
+    inv = load(
+        tmp_path,
+        """
+        all:
+          children:
+            infra:
+              hosts: { mon.example: { ansible_port: 2222 } }
+              vars: { ansible_user: ops }
+            etcd: { hosts: { 10.10.10.10: { etcd_seq: 1 } } }
+          vars: { ansible_host_key_checking: false }
+        """,
+    )
+    assert [(h.name, h.ssh) for h in inv.infra_hosts] == [
+        ("mon.example", SshTarget(address="mon.example", port=2222, user="ops"))
+    ]
+    assert load(tmp_path, SOP).infra_hosts == ()

@@ -22,6 +22,7 @@ from typing import Any
 from etcdsop.inventory.checks import _Checker
 from etcdsop.inventory.extra import parse_extra_vars
 from etcdsop.inventory.groups import _parse_document
+from etcdsop.inventory.infra import _infra_hosts
 from etcdsop.inventory.masking import MASK, is_secret, masked_vars
 from etcdsop.inventory.members import ETCD_GROUP, _members, select
 from etcdsop.inventory.pg import _pg_clusters
@@ -49,5 +50,12 @@ def load_inventory(path: Path, extra_vars: Mapping[str, Any] | None = None) -> I
     base = path.absolute().parent
     members = _members(tree, extra, check, base)
     pg_clusters = _pg_clusters(tree, extra, check, base)
+    infra_hosts = _infra_hosts(tree, extra, check, base)
     check.raise_problems()
-    return Inventory(path=path, members=members, pg_clusters=pg_clusters, extra_vars=extra)
+    return Inventory(
+        path=path,
+        members=members,
+        pg_clusters=pg_clusters,
+        infra_hosts=infra_hosts,
+        extra_vars=extra,
+    )

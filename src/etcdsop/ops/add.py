@@ -28,6 +28,7 @@ from etcdsop.ops.create import (
     plan_member,
     refresh_conf,
 )
+from etcdsop.ops.register import register
 from etcdsop.plan import find_live
 from etcdsop.waits import poll_until, retry_etcd
 
@@ -77,6 +78,7 @@ def add(ctx: Context, members: Sequence[Member], *, promote_timeout: float) -> A
         ctx.report.phase("refresh etcd.conf on the members")
         result.refreshed = refresh_conf(ctx)
         result.next_steps = [RELOAD_HINT]
+    register(ctx, members)  # every one is a member now: added, or found already
     return result
 
 

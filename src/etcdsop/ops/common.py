@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdUnreachable, MemberInfo, TlsFiles
 from etcdsop.events import Reporter
-from etcdsop.model import Inventory, Member
+from etcdsop.model import Inventory, Member, SshTarget
 from etcdsop.remote import RemoteHost, SshOptions, run_parallel
 
 if TYPE_CHECKING:
@@ -83,6 +83,15 @@ class Context:
         if member.ip not in self._hosts:
             self._hosts[member.ip] = RemoteHost(member.ip, member.ssh, self.ssh)
         return self._hosts[member.ip]
+
+    def remote(self, name: str, ssh: SshTarget) -> RemoteHost:
+        """A host that may be outside the etcd group (infra), closed with the others."""
+        member = self.inventory.member(name)
+        if member is not None:
+            return self.host(member)
+        if name not in self._hosts:
+            self._hosts[name] = RemoteHost(name, ssh, self.ssh)
+        return self._hosts[name]
 
     def connect(self, members: Sequence[Member]) -> None:
         """Preflight: every host must answer before anything changes anywhere."""

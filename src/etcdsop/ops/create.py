@@ -19,6 +19,7 @@ from etcdsop.guards import create_refusal, existing_conf
 from etcdsop.inventory import select
 from etcdsop.model import DEFAULT_ROOT_PASSWORD, Member
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.register import register
 from etcdsop.plan import HostPlan, find_live, plan_host
 from etcdsop.remote import RemoteFileSpec
 from etcdsop.render import (
@@ -92,6 +93,7 @@ def create(ctx: Context) -> CreateResult:
         live_auth = view.live and ctx.client(view.voter_endpoints()).auth_enabled()
         result.auth = "already enabled" if live_auth else "would enable"
         report.info(f"auth: {result.auth}")
+        register(ctx, targets)
         return result
 
     report.phase("apply")
@@ -101,6 +103,7 @@ def create(ctx: Context) -> CreateResult:
     report.phase("rbac")
     result.auth = ensure_root_auth(ctx.client(), inventory.root_password)
     report.info(f"auth: {result.auth}")
+    register(ctx, targets)
     return result
 
 

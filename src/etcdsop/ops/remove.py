@@ -16,6 +16,7 @@ from etcdsop.ops import hostops
 from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
 from etcdsop.ops.create import refresh_conf
+from etcdsop.ops.register import deregister
 from etcdsop.plan import find_live
 from etcdsop.quorum import check_removal
 from etcdsop.snapshot import save_snapshot
@@ -71,6 +72,7 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
     if result.removed:
         ctx.report.phase("refresh etcd.conf on the remaining members")
         result.refreshed = refresh_conf(ctx)
+    deregister(ctx, members)
     gone = ", ".join(m.ip for m in members)
     result.next_steps = [f"delete {gone} from the etcd group of {ctx.inventory.path}", RELOAD_HINT]
     return result
@@ -95,6 +97,7 @@ def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
             details=failed[0].details,
         )
     result.removed = [{"ip": m.ip, "name": m.name} for m in members]
+    deregister(ctx, members)
     result.next_steps = [
         f"the cluster is gone: delete the etcd group from "
         f"{ctx.inventory.path} or run etcdsop create to start anew"
