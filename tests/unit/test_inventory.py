@@ -1218,3 +1218,59 @@ def test_infra_hosts_connection_vars_and_no_infra_group(tmp_path: Path) -> None:
         ("mon.example", SshTarget(address="mon.example", port=2222, user="ops"))
     ]
     assert load(tmp_path, SOP).infra_hosts == ()
+
+
+# ---------------------------------------------------------------- group_vars/ and host_vars/
+
+TRIO_FILE = """
+all:
+  children:
+    etcd:
+      hosts:
+        10.10.10.10: { etcd_seq: 1, etcd_rm_data: true }
+        10.10.10.11: { etcd_seq: 2 }
+      vars: { etcd_cluster: etcd, etcd_safeguard: false, etcd_port: 2379 }
+  vars: { etcd_learner: false }
+"""
+
+
+def put(tmp_path: Path, relative: str, text: str) -> None:
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def test_var_dirs_follow_ansibles_precedence(tmp_path: Path) -> None:
+    put(tmp_path, "group_vars/all/main.yml", "etcd_safeguard: true\netcd_learner: true\n")
+    put(tmp_path, "group_vars/all/z-later.yaml", "etcd_learner: false\n")
+    put(tmp_path, "group_vars/all/.hidden.yml", "etcd_cluster: hidden\n")
+    put(tmp_path, "group_vars/etcd.yml", "etcd_root_password: From.Group.Vars\netcd_port: 2479\n")
+    put(tmp_path, "group_vars/pgsql.yml", "etcd_port: 1\n")  # not a group of these hosts
+    put(tmp_path, "host_vars/10.10.10.10", "etcd_rm_data: false\n")
+    put(tmp_path, "host_vars/10.10.10.11.json", '{"etcd_port": 2579}')
+    inv = load(tmp_path, TRIO_FILE)
+    first, second = inv.members
+    # group_vars/all beats the group's vars in the file (Ansible's VARIABLE_PRECEDENCE).
+    assert (first.safeguard, first.learner, first.cluster) == (True, False, "etcd")
+    assert (first.root_password, first.port, first.rm_data) == ("From.Group.Vars", 2479, False)
+    assert (second.port, second.rm_data) == (2579, True)
+    assert load(tmp_path, TRIO_FILE, {"etcd_port": 2679}).members[1].port == 2679
+
+
+def test_var_dir_errors_name_the_file(tmp_path: Path) -> None:
+    put(tmp_path, "host_vars/10.10.10.11.yml", "etcd_seq: -2\n")
+    error = load_error(tmp_path, TRIO_FILE)
+    assert "host 10.10.10.11: etcd_seq (from host_vars/10.10.10.11.yml)" in error.message
+
+    put(tmp_path, "host_vars/10.10.10.11.yml", "etcd_seq: [1\n")
+    with pytest.raises(InputError, match=r"host_vars/10.10.10.11.yml: not valid YAML: line 2"):
+        load(tmp_path, TRIO_FILE)
+
+    put(tmp_path, "host_vars/10.10.10.11.yml", "- etcd_seq\n")
+    with pytest.raises(InputError, match=r"10.10.10.11.yml: must be a mapping of variables"):
+        load(tmp_path, TRIO_FILE)
+
+    (tmp_path / "host_vars/10.10.10.11.yml").unlink()
+    put(tmp_path, "group_vars/all/vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n6162636465\n")
+    with pytest.raises(InputError, match=r"group_vars/all/vault.yml: encrypted with ansible-vault"):
+        load(tmp_path, TRIO_FILE)

@@ -9,8 +9,9 @@ Variable precedence follows Ansible: extra vars (-e) > host vars > group vars >
 all.vars > the role defaults in `ETCD_DEFAULTS`. Group vars are applied the way
 Ansible sorts groups: by depth below `all` (a child overrides its parents), then
 `ansible_group_priority`, then name; the later one wins. Host vars of a host
-listed in several groups merge in file order. Jinja strings are kept verbatim,
-never evaluated; `group_vars/` and `host_vars/` directories are not read.
+listed in several groups merge in file order. `group_vars/` and `host_vars/`
+beside the file are read as Ansible reads them (vardirs.py). Jinja strings are kept
+verbatim, never evaluated.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from etcdsop.inventory.infra import _infra_hosts
 from etcdsop.inventory.masking import MASK, is_secret, masked_vars
 from etcdsop.inventory.members import ETCD_GROUP, _members, select
 from etcdsop.inventory.pg import _pg_clusters
+from etcdsop.inventory.vardirs import read_var_dirs
 from etcdsop.inventory.yamlfile import _LOADER as _LOADER
 from etcdsop.inventory.yamlfile import _read_yaml
 from etcdsop.model import Inventory
@@ -46,8 +48,9 @@ def load_inventory(path: Path, extra_vars: Mapping[str, Any] | None = None) -> I
     label = str(path)
     tree = _parse_document(_read_yaml(path, label), label)
     extra = dict(extra_vars or {})
-    check = _Checker(label, extra)
     base = path.absolute().parent
+    read_var_dirs(tree, base)
+    check = _Checker(label, extra, origin=tree.origin)
     members = _members(tree, extra, check, base)
     pg_clusters = _pg_clusters(tree, extra, check, base)
     infra_hosts = _infra_hosts(tree, extra, check, base)

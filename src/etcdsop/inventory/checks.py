@@ -36,9 +36,15 @@ class _Checker:
     label: str
     extra: Mapping[str, Any]
     problems: list[str] = field(default_factory=list)
+    # Where a host's value came from when not from the inventory file (group_vars/...).
+    origin: Callable[[str, str], str | None] = lambda host, key: None
 
     def fail(self, host: str, key: str, problem: str, expect: str | None = None) -> None:
-        source = " (from -e)" if key in self.extra else ""
+        if key in self.extra:
+            source = " (from -e)"
+        else:
+            where = self.origin(host, key)
+            source = f" (from {where})" if where else ""
         tail = f" ({expect})" if expect else ""
         self.fail_host(host, f"{key}{source} {problem}{tail}")
 

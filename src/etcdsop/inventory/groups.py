@@ -27,6 +27,11 @@ class _Tree:
     label: str
     groups: dict[str, _Group] = field(default_factory=dict)
     host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # in file order
+    # From group_vars/ and host_vars/ beside the inventory (vardirs.py), by name.
+    dir_group_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dir_host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dir_group_origin: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> file
+    dir_host_origin: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Filled on first use, once parsing is over: the tree no longer changes then.
     _groups_of: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     _members_of: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -83,12 +88,30 @@ class _Tree:
         return 1 + max(self.depth(p) for p in parents) if parents else 0
 
     def resolve(self, host: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+        # Ansible's default VARIABLE_PRECEDENCE: all.vars, the other groups' vars in the
+        # file, group_vars/all, the other groups' group_vars files; then the host's vars
+        # in the file, its host_vars file; -e last. `all` sorts first (depth 0).
         merged: dict[str, Any] = dict(ETCD_DEFAULTS)
-        for name in sorted(self.groups_of(host), key=self._precedence):
+        ordered = sorted(self.groups_of(host), key=self._precedence)
+        for name in ordered:
             merged.update(self.groups[name].vars)
+        for name in ordered:
+            merged.update(self.dir_group_vars.get(name, {}))
         merged.update(self.host_vars[host])
+        merged.update(self.dir_host_vars.get(host, {}))
         merged.update(extra)
         return merged
+
+    def origin(self, host: str, key: str) -> str | None:
+        """The group_vars/host_vars file the host's value of key comes from, if one does."""
+        if key in self.dir_host_vars.get(host, {}):
+            return str(self.dir_host_origin[host][key])
+        if key in self.host_vars.get(host, {}):
+            return None
+        for name in sorted(self.groups_of(host), key=self._precedence, reverse=True):
+            if key in self.dir_group_vars.get(name, {}):
+                return str(self.dir_group_origin[name][key])
+        return None
 
     def _precedence(self, name: str) -> tuple[int, int, str]:
         priority = self.groups[name].vars.get("ansible_group_priority", 1)
