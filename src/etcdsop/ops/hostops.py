@@ -64,7 +64,8 @@ def remove_files(host: RemoteHost, member: Member) -> None:
 def remove_package(host: RemoteHost) -> None:
     script = (
         "if command -v apt-get >/dev/null; then "
-        "DEBIAN_FRONTEND=noninteractive exec apt-get remove -y -q etcd-server; "
+        "DEBIAN_FRONTEND=noninteractive exec apt-get -o DPkg::Lock::Timeout=120 "
+        "remove -y -q etcd-server; "
         "elif command -v dnf >/dev/null; then exec dnf remove -y etcd; "
         "else exec yum remove -y etcd; fi"
     )
