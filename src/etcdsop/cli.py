@@ -206,6 +206,7 @@ def inventory_cmd(
                 {"name": c.name, "group": c.group, "hosts": list(c.hosts), "namespace": c.namespace}
                 for c in inv.pg_clusters
             ],
+            "infra_hosts": [h.name for h in inv.infra_hosts],
         }
         if json_output:
             print_json(data)
@@ -218,6 +219,9 @@ def inventory_cmd(
             )
         for c in inv.pg_clusters:
             out.print(f"  postgres {c.name}: {', '.join(c.hosts)}")
+        if inv.infra_hosts:
+            names = ", ".join(h.name for h in inv.infra_hosts)
+            out.print(f"  infra (monitoring targets): {names}")
 
 
 def _confirm(reporter: RichReporter, lines: list[str], seconds: int, yes: bool, what: str) -> None:

@@ -43,6 +43,7 @@ def test_inventory_json_masks_secrets(inventory: Path) -> None:
     assert data["members"][0]["peer_url"] == "https://198.18.99.11:2380"
     assert data["members"][0]["vars"]["etcd_root_password"] == "******"
     assert data["pg_clusters"][0]["name"] == "pg-test"
+    assert data["infra_hosts"] == []
     assert "Very.Secret.1" not in result.output and "Pg.Secret.2" not in result.output
 
 
