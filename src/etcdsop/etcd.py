@@ -288,6 +288,22 @@ class EtcdClient:
         except (urllib3.exceptions.HTTPError, ValueError):
             return False
 
+    def peer_state(self, peer_url: str, timeout: float = 0.5) -> str:
+        """Does etcd serve its peer port yet? "serving"; "starting" (nothing listens yet,
+        or the port is open but unanswered: etcd opens it before it serves it); or
+        "unreachable" (connecting timed out: a firewall between here and the port)."""
+        try:
+            self._pool.request(
+                "GET", peer_url + "/version", timeout=urllib3.Timeout(connect=timeout, read=timeout)
+            )
+            return "serving"  # any HTTP answer
+        except urllib3.exceptions.NewConnectionError:  # refused (a ConnectTimeoutError subclass)
+            return "starting"
+        except urllib3.exceptions.ConnectTimeoutError:
+            return "unreachable"
+        except urllib3.exceptions.HTTPError:  # TLS handshake or read timed out
+            return "starting"
+
     def move_leader(self, target_id: int, *, leader_endpoint: str) -> None:
         """Hand leadership to target_id; etcd only accepts this on the current leader."""
         self.call(

@@ -29,7 +29,7 @@ from etcdsop.render import (
     node_files,
     render_etcd_conf,
 )
-from etcdsop.waits import retry_etcd
+from etcdsop.waits import poll_until, retry_etcd
 
 CERT_PLACEHOLDER = b"(certificate to be issued)\n"
 
@@ -354,7 +354,12 @@ def _launch(
         # Type=notify: a lone start blocks until quorum, so start without blocking
         # on every host at once, then wait for health through the API.
         ctx.report.info(f"starting etcd on {len(starts)} host(s)")
-        _run_all(ctx, starts, ["systemctl", "start", "--no-block", "etcd"])
+        if not view.live and len(starts) > 1:
+            starts_first = _start_lead(ctx, starts)
+            rest = [m for m in starts if m is not starts_first]
+        else:
+            rest = starts
+        _run_all(ctx, rest, START)
         ctx.wait_healthy(starts)
         for m in starts:
             ctx.report.host(m.ip, "etcd started, healthy", "changed")
@@ -368,6 +373,31 @@ def _launch(
         for member in leader_last(ctx, restarts):
             rolling_restart(ctx, member)
             result.restarted.append(member.ip)
+
+
+START = ["systemctl", "start", "--no-block", "etcd"]
+LEAD_WAIT = 3.0  # seconds; past it the others start anyway (only slower)
+
+
+def _start_lead(ctx: Context, starts: Sequence[Member]) -> Member:
+    """Start one member of a new cluster first and wait until it serves its peer port.
+
+    Before bootstrapping, a new member asks each peer, in peer-URL order, whether it
+    is already a member, one second each. A peer started at the same moment has its
+    port open but not yet served, so with everyone started together each member
+    waits (members - 1) seconds. Started first, the member whose URL sorts first is
+    asked first by every other one and answers at once.
+    """
+    lead = min(starts, key=lambda m: m.peer_url)
+    _run_all(ctx, [lead], START)
+    client = ctx.client(timeout=1.0)
+
+    def settled() -> str | None:  # "serving", or "unreachable": no use waiting then
+        state = client.peer_state(lead.peer_url)
+        return None if state == "starting" else state
+
+    poll_until(settled, timeout=LEAD_WAIT, interval=0.05)
+    return lead
 
 
 def _run_all(ctx: Context, members: Sequence[Member], argv: list[str]) -> None:
