@@ -72,6 +72,9 @@ def test_create_three_members_tls_rbac_files(trio: tuple[Bed, Path, list[str]]) 
     assert sorted(m.name for m in members) == ["etcd-1", "etcd-2", "etcd-3"]
     assert all(m.started and not m.is_learner for m in members)
     assert sorted(m.peer_urls[0] for m in members) == sorted(f"https://{ip}:2380" for ip in ips)
+    # Enabled (it comes back after a reboot) with our unit, not the package's.
+    enabled = bed.each(ips, "systemctl is-enabled etcd; systemctl show -p FragmentPath etcd")
+    assert set(enabled.values()) == {"enabled\nFragmentPath=/etc/systemd/system/etcd.service\n"}
 
     root.put("/etcdsop/e2e", "hello")
     assert client(inventory, ips[2:]).get("/etcdsop/e2e") == b"hello"
