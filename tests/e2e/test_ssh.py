@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.e2e.conftest import Bed, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -96,3 +99,48 @@ def test_user_without_sudo_is_refused_before_any_change(clean: Bed, tmp_path: Pa
     assert "Traceback" not in proc.stderr
     for ip in ips:
         assert clean.ssh(ip, "test -e /etc/etcd", check=False).returncode != 0
+
+
+def test_ssh_config_and_agent_supply_what_the_inventory_leaves_out(
+    clean: Bed, tmp_path: Path
+) -> None:
+    """No user, key or known_hosts in the inventory: ~/.ssh/config, then ssh-agent, give them."""
+    ip = clean.ips[0]
+    inventory = clean.inventory(tmp_path, [ip])
+    doc = yaml.safe_load(inventory.read_text())
+    doc["all"]["vars"] = {}
+    inventory.write_text(yaml.safe_dump(doc))
+    known = tmp_path / "known_hosts"
+    config = tmp_path / "ssh_config"
+    key = clean.paths.ssh_key
+    config.write_text(
+        f"Host {ip}\n  User root\n  IdentityFile {key}\n  UserKnownHostsFile {known}\n"
+    )
+    run_cli("create", "-i", str(inventory), "--dry-run", env={"ETCDSOP_SSH_CONFIG": str(config)})
+    assert known.read_text().startswith(f"{ip} ssh-ed25519 ")
+
+    # The key only in an agent: the config names user and known_hosts, not the key.
+    config.write_text(f"Host {ip}\n  User root\n  UserKnownHostsFile {known}\n")
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True)
+    env = dict(re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", agent.stdout))
+    try:
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, **env}, check=True)
+        run_cli(
+            "create",
+            "-i",
+            str(inventory),
+            "--dry-run",
+            env={**env, "ETCDSOP_SSH_CONFIG": str(config)},
+        )
+        proc = run_cli(
+            "create",
+            "-i",
+            str(inventory),
+            "--dry-run",
+            check=False,
+            env={"ETCDSOP_SSH_CONFIG": str(config)},
+        )  # without the agent: no key at all
+        assert proc.returncode == 2
+        assert f"{ip}: no SSH key to log in to root@{ip}:22 with" in proc.stderr
+    finally:
+        subprocess.run(["kill", env["SSH_AGENT_PID"]], check=False)
