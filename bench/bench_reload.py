@@ -23,10 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import etcdsop  # noqa: E402
 from tests.e2e import pgbed  # noqa: E402
-from tests.e2e.conftest import WIPE, Bed  # noqa: E402
+from tests.e2e.conftest import PG_PACKAGES, WIPE, Bed  # noqa: E402
 
 from etcdsop import sandbox  # noqa: E402
-from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES  # noqa: E402
 
 TARGET_SECONDS = 3.0
 
@@ -38,8 +37,9 @@ def main() -> None:
     parser.add_argument("--subnet", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="leave the sandbox running")
     args = parser.parse_args()
+    # The e2e tests' base image: built once for both.
     hosts = sandbox.up(
-        6, state_dir=args.state_dir, subnet_index=args.subnet, extra_packages=POSTGRES_PACKAGES
+        6, state_dir=args.state_dir, subnet_index=args.subnet, extra_packages=PG_PACKAGES
     )
     bed = Bed([h.ip for h in hosts], sandbox.paths(args.state_dir))
     ips = bed.ips
