@@ -178,13 +178,13 @@ class RemoteHost:
         except paramiko.AuthenticationException as exc:
             raise RemoteError(self.label, f"authentication failed for {where}") from exc
         except paramiko.SSHException as exc:
-            if "No authentication methods available" not in str(exc):
-                raise RemoteError(self.label, f"cannot connect to {where}: {_reason(exc)}") from exc
-            raise RemoteError(
-                self.label,
-                f"no SSH key to log in to {where} with: set ansible_ssh_private_key_file, an"
-                " IdentityFile in ~/.ssh/config, or add the key to ssh-agent",
-            ) from exc
+            if "No authentication methods available" in str(exc):
+                raise RemoteError(
+                    self.label,
+                    f"no SSH key to log in to {where} with: set ansible_ssh_private_key_file,"
+                    " an IdentityFile in ~/.ssh/config, or add the key to ssh-agent",
+                ) from exc
+            raise RemoteError(self.label, f"cannot connect to {where}: {_reason(exc)}") from exc
         except RemoteError:
             raise
         except (OSError, EOFError) as exc:

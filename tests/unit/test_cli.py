@@ -25,6 +25,8 @@ pg-test:
   hosts:
     198.18.99.21: { pg_seq: 1, pg_role: primary }
   vars: { pg_cluster: pg-test, pg_etcd_password: 'Pg.Secret.2' }
+infra:
+  hosts: { 198.18.99.31: {} }
 """
 
 
@@ -43,7 +45,7 @@ def test_inventory_json_masks_secrets(inventory: Path) -> None:
     assert data["members"][0]["peer_url"] == "https://198.18.99.11:2380"
     assert data["members"][0]["vars"]["etcd_root_password"] == "******"
     assert data["pg_clusters"][0]["name"] == "pg-test"
-    assert data["infra_hosts"] == []
+    assert data["infra_hosts"] == ["198.18.99.31"]
     assert "Very.Secret.1" not in result.output and "Pg.Secret.2" not in result.output
 
 

@@ -30,8 +30,8 @@ class _Tree:
     # From group_vars/ and host_vars/ beside the inventory (vardirs.py), by name.
     dir_group_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
     dir_host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dir_group_origin: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> file
-    dir_host_origin: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dir_group_origin: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> file
+    dir_host_origin: dict[str, dict[str, str]] = field(default_factory=dict)
     # Filled on first use, once parsing is over: the tree no longer changes then.
     _groups_of: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     _members_of: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -105,12 +105,12 @@ class _Tree:
     def origin(self, host: str, key: str) -> str | None:
         """The group_vars/host_vars file the host's value of key comes from, if one does."""
         if key in self.dir_host_vars.get(host, {}):
-            return str(self.dir_host_origin[host][key])
+            return self.dir_host_origin[host][key]
         if key in self.host_vars.get(host, {}):
             return None
         for name in sorted(self.groups_of(host), key=self._precedence, reverse=True):
             if key in self.dir_group_vars.get(name, {}):
-                return str(self.dir_group_origin[name][key])
+                return self.dir_group_origin[name][key]
         return None
 
     def _precedence(self, name: str) -> tuple[int, int, str]:

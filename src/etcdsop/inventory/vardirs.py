@@ -26,13 +26,13 @@ def read_var_dirs(tree: _Tree, base: Path) -> None:
     tree.dir_host_vars, tree.dir_host_origin = _vars_by_name(base, "host_vars", tree.host_vars)
 
 
-_ByName = dict[str, dict[str, Any]]
-
-
-def _vars_by_name(base: Path, kind: str, names: Iterable[str]) -> tuple[_ByName, _ByName]:
+def _vars_by_name(
+    base: Path, kind: str, names: Iterable[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """Per name: the merged vars, and for each key the file (relative to base) it came from."""
     folder = base / kind
-    values: _ByName = {}
-    origins: _ByName = {}
+    values: dict[str, dict[str, Any]] = {}
+    origins: dict[str, dict[str, str]] = {}
     if not folder.is_dir():
         return values, origins
     for name in names:

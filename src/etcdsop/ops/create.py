@@ -358,8 +358,8 @@ def _launch(
         # on every host at once, then wait for health through the API.
         ctx.report.info(f"starting etcd on {len(starts)} host(s)")
         if not view.live and len(starts) > 1:
-            starts_first = _start_lead(ctx, starts)
-            rest = [m for m in starts if m is not starts_first]
+            lead = _start_lead(ctx, starts)
+            rest = [m for m in starts if m is not lead]
         else:
             rest = starts
         _run_all(ctx, rest, START)

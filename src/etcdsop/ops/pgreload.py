@@ -405,18 +405,13 @@ def client_pems(ctx: Context, cluster: PgCluster) -> tuple[bytes, bytes, bytes]:
 @dataclass
 class PgPending:
     """What reload_pg_hosts leaves for later: the running Patronis (to restart where
-    needed) and the SSH connections it opened to hosts outside the etcd group."""
+    needed). Its SSH connections are the context's, closed with it."""
 
     nodes: list[PatroniNode] = field(default_factory=list)
-    hosts: list[RemoteHost] = field(default_factory=list)
 
     @property
     def restarts(self) -> list[PatroniNode]:
         return [n for n in self.nodes if n.reason]
-
-    def close(self) -> None:
-        for host in self.hosts:
-            host.close()
 
 
 def reload_pg_hosts(
@@ -447,20 +442,13 @@ def reload_pg_hosts(
             username=account.name,
             password=account.password,
         )
-        member = ctx.inventory.member(job.ip)
-        host = ctx.host(member) if member else RemoteHost(job.ip, job.ssh, ctx.ssh)
-        if member is None:
-            pending.hosts.append(host)
+        host = ctx.remote(job.ip, job.ssh)
         tls = tls_files(job, *pems[job.cluster.name]) if job.ship_tls else []
         secrets = [] if account.weak else [account.password]
         workers.append(_Host(ctx, host, job, access, tls, secrets, stamp))
-    try:
-        results = run_parallel(
-            workers, lambda w: w.run(), forks=ctx.options.forks, key=lambda w: w.job.ip
-        )
-    except BaseException:
-        pending.close()
-        raise
+    results = run_parallel(
+        workers, lambda w: w.run(), forks=ctx.options.forks, key=lambda w: w.job.ip
+    )
     for worker in workers:
         value = results[worker.job.ip]
         if isinstance(value, ClusterError):

@@ -513,20 +513,17 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         result.rbac = rbac.sync(root, accounts, report, dry_run=ctx.options.dry_run, deferred=later)
         report.phase("Patroni and vip-manager")
         pending = pgreload.reload_pg_hosts(ctx, jobs, accounts, urls, result, stamp)
-        try:
-            _report(ctx, result, ("patroni", "vip"))
-            if later and not ctx.options.dry_run:
-                report.phase("new passwords of the PostgreSQL clusters' etcd users")
-                for account, action in later:
-                    rbac.apply(root, account, action)
-                    report.host(account.cluster, action.text, "changed")
-            # After the new passwords: a restarted Patroni (and the patronictl that pauses
-            # its cluster) authenticates with what its file now says.
-            if pending.restarts:
-                report.phase("Patroni restarts under maintenance mode (etcd3 hosts changed)")
-                pgrestart.restart_clusters(ctx, pending.nodes, result)
-        finally:
-            pending.close()
+        _report(ctx, result, ("patroni", "vip"))
+        if later and not ctx.options.dry_run:
+            report.phase("new passwords of the PostgreSQL clusters' etcd users")
+            for account, action in later:
+                rbac.apply(root, account, action)
+                report.host(account.cluster, action.text, "changed")
+        # After the new passwords: a restarted Patroni (and the patronictl that pauses
+        # its cluster) authenticates with what its file now says.
+        if pending.restarts:
+            report.phase("Patroni restarts under maintenance mode (etcd3 hosts changed)")
+            pgrestart.restart_clusters(ctx, pending.nodes, result)
     if restart and not ctx.options.dry_run:
         report.phase("rolling restart")
         restart_members(ctx, view, facts, result)
