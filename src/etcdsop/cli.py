@@ -24,6 +24,7 @@ from etcdsop.cli_options import (
     JsonOpt,
     LimitOpt,
     PkiOpt,
+    PromoteTimeoutOpt,
     StrictOpt,
     TimeoutOpt,
     VerboseOpt,
@@ -116,6 +117,7 @@ def create(
     strict_host_keys: StrictOpt = False,
     dry_run: DryRunOpt = False,
     timeout: TimeoutOpt = 60.0,
+    promote_timeout: PromoteTimeoutOpt = 300.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -125,7 +127,7 @@ def create(
         from etcdsop.ops.create import create as run_create
 
         def go(ctx: Context, reporter: RichReporter) -> None:
-            result = run_create(ctx)
+            result = run_create(ctx, promote_timeout=promote_timeout)
             if json_output:
                 print_json(result.to_json())
             verb = "would change" if dry_run else "changed"
@@ -242,10 +244,7 @@ def add(
     pki_dir: PkiOpt = None,
     strict_host_keys: StrictOpt = False,
     yes: YesOpt = False,
-    promote_timeout: Annotated[
-        float,
-        typer.Option("--promote-timeout", min=1, help="Seconds a learner may take to catch up."),
-    ] = 300.0,
+    promote_timeout: PromoteTimeoutOpt = 300.0,
     timeout: TimeoutOpt = 60.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
@@ -366,7 +365,7 @@ def rm(
                     "ALL DATA IN IT WILL BE DESTROYED"
                 )
                 _confirm(reporter, [], 5, yes, "destroying the cluster")
-                result = destroy(ctx, backup=not no_backup)
+                result = destroy(ctx, backup=not no_backup, force=force)
             if json_output:
                 print_json(result.to_json())
             for step in result.next_steps:

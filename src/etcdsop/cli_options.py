@@ -40,6 +40,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result o
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=1, help="Seconds to wait for etcd to become healthy.")
 ]
+PromoteTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--promote-timeout",
+        min=1,
+        help="Seconds a joining learner may take to start, receive the data and catch up.",
+    ),
+]
 DEFAULT_INVENTORY = Path("pigsty.yml")
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change (diffs, secrets masked).")

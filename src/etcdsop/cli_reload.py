@@ -123,7 +123,7 @@ def rbac_sync(
             if not accounts:
                 reporter.info("no PostgreSQL cluster (group with pg_cluster) in the inventory")
             reporter.phase(f"etcd users of {len(accounts)} PostgreSQL cluster(s)")
-            results = rbac.sync(ctx.client(), accounts, reporter, dry_run=dry_run)
+            results = rbac.sync(ctx.voter_client(), accounts, reporter, dry_run=dry_run)
             if json_output:
                 print_json({"dry_run": dry_run, "clusters": [r.to_json() for r in results]})
             changed = sum(1 for r in results if r.actions)

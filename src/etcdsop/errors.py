@@ -42,3 +42,9 @@ class MemberError(EtcdsopError):
     """Adding, removing or changing one member failed."""
 
     exit_code = 4
+
+
+class Interrupted(EtcdsopError):
+    """Ctrl-C, reported with the state it left (what was kept, what to re-run)."""
+
+    exit_code = 130

@@ -18,6 +18,26 @@ import urllib3
 
 from etcdsop.errors import ClusterError, InputError
 
+# Answers that mean "this member does not serve that call, ask another one": the
+# request was refused before it reached raft, so sending it elsewhere is safe.
+ASK_ANOTHER = (
+    "rpc not supported for learner",
+    "etcdserver: no leader",
+    "etcdserver: not capable",
+)
+# Answers after which the request may still commit (etcd gave up waiting, not the
+# proposal): a non-idempotent call is never re-sent on these without reading state.
+OUTCOME_UNKNOWN = (
+    "request timed out",
+    "leader changed",
+    "request cancelled",
+)
+
+
+def request_timeout(election_timeout_ms: int) -> float:
+    """etcd's own request timeout (5 s + 2 x election timeout), in seconds."""
+    return 5.0 + 2 * election_timeout_ms / 1000
+
 
 class EtcdApiError(ClusterError):
     """etcd answered with an error (gRPC code + message)."""
@@ -28,9 +48,23 @@ class EtcdApiError(ClusterError):
         self.code = code
         self.etcd_message = message
 
+    @property
+    def ask_another(self) -> bool:
+        return any(t in self.etcd_message for t in ASK_ANOTHER)
+
 
 class EtcdUnreachable(ClusterError):
-    """No answer (connection refused, TLS failure, timeout)."""
+    """The request never reached etcd (refused, connect timeout, TLS handshake)."""
+
+
+class EtcdTlsError(EtcdUnreachable):
+    """Something answers TLS on the port but the handshake failed: not our CA, or a
+    certificate it refuses. Never the same as "no cluster here"."""
+
+
+class EtcdOutcomeUnknown(ClusterError):
+    """The request was sent but no verdict came back (read timeout, connection lost,
+    etcd's "request timed out"): it may or may not have been applied."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +154,12 @@ def parse_member(raw: dict[str, Any]) -> MemberInfo:
 class EtcdClient:
     """Talks to the given endpoints, first one that answers wins.
 
+    The next endpoint is tried only when the request surely was not applied (no
+    connection, or etcd refused it before raft: a learner, no leader). After a sent
+    request lost its answer, a read goes on to the next endpoint but a change
+    (`idempotent=False`) raises EtcdOutcomeUnknown: the caller reads and decides.
+    The read timeout should exceed etcd's own request timeout (`request_timeout`).
+
     Authenticates lazily with user/password when given; an `auth not enabled`
     answer means we simply go on without a token. The token is refreshed once on
     `invalid auth token` (simple tokens expire after ~5 min).
@@ -132,7 +172,7 @@ class EtcdClient:
         *,
         user: str | None = None,
         password: str | None = None,
-        timeout: float = 5.0,
+        timeout: float = request_timeout(1000) + 1,
     ) -> None:
         if not endpoints:
             raise InputError("no etcd endpoint to talk to")
@@ -173,26 +213,36 @@ class EtcdClient:
                 "POST", endpoint + path, body=json.dumps(body).encode(), headers=headers
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})") from exc
+            raise transport_error(endpoint, exc) from exc
         try:
             data = json.loads(resp.data or b"{}")
         except ValueError as exc:
             raise EtcdUnreachable(f"{endpoint}: not an etcd answer (HTTP {resp.status})") from exc
         if resp.status != 200 or ("code" in data and data.get("code")):
             message = str(data.get("message") or data.get("error") or f"HTTP {resp.status}")
+            if any(t in message for t in OUTCOME_UNKNOWN):
+                raise EtcdOutcomeUnknown(f"{endpoint}: {message}")
             raise EtcdApiError(endpoint, int(data.get("code", 0) or 0), message)
         return data
 
     def call(
-        self, path: str, body: dict[str, Any] | None = None, *, endpoint: str | None = None
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        endpoint: str | None = None,
+        idempotent: bool = True,
     ) -> Any:
-        """POST to one endpoint (or the first that answers), authenticating as needed."""
+        """POST to one endpoint (or the first that serves it), authenticating as needed."""
         body = body or {}
         targets = [endpoint] if endpoint else self.endpoints
         errors: list[str] = []
         for target in targets:
             try:
-                self._ensure_token(target)
+                try:
+                    self._ensure_token(target)
+                except EtcdOutcomeUnknown as exc:  # only authenticating timed out
+                    raise EtcdUnreachable(exc.message) from exc
                 try:
                     return self._post_one(target, path, body, auth=True)
                 except EtcdApiError as exc:
@@ -203,6 +253,14 @@ class EtcdClient:
                     self._ensure_token(target)
                     return self._post_one(target, path, body, auth=True)
             except EtcdUnreachable as exc:
+                errors.append(exc.message)
+            except EtcdApiError as exc:
+                if not exc.ask_another:
+                    raise
+                errors.append(exc.message)
+            except EtcdOutcomeUnknown as exc:
+                if not idempotent:
+                    raise
                 errors.append(exc.message)
         raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
 
@@ -249,17 +307,28 @@ class EtcdClient:
         cluster_id = int(data.get("header", {}).get("cluster_id", 0))
         return cluster_id, [parse_member(m) for m in data.get("members", [])]
 
+    # Not idempotent: use ops/membership.py, which reads the member list after an
+    # unknown outcome instead of sending these again.
     def member_add(self, peer_urls: Iterable[str], *, learner: bool) -> MemberInfo:
         data = self.call(
-            "/v3/cluster/member/add", {"peerURLs": list(peer_urls), "isLearner": learner}
+            "/v3/cluster/member/add",
+            {"peerURLs": list(peer_urls), "isLearner": learner},
+            idempotent=False,
         )
         return parse_member(data["member"])
 
     def member_remove(self, member_id: int, *, endpoint: str | None = None) -> None:
-        self.call("/v3/cluster/member/remove", {"ID": str(member_id)}, endpoint=endpoint)
+        self.call(
+            "/v3/cluster/member/remove", {"ID": str(member_id)}, endpoint=endpoint, idempotent=False
+        )
 
     def member_promote(self, member_id: int, *, endpoint: str | None = None) -> None:
-        self.call("/v3/cluster/member/promote", {"ID": str(member_id)}, endpoint=endpoint)
+        self.call(
+            "/v3/cluster/member/promote",
+            {"ID": str(member_id)},
+            endpoint=endpoint,
+            idempotent=False,
+        )
 
     # -- maintenance ---------------------------------------------------------------
     def status(self, endpoint: str) -> EndpointStatus:
@@ -328,7 +397,7 @@ class EtcdClient:
                 timeout=urllib3.Timeout(connect=3.0, read=timeout),
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})") from exc
+            raise transport_error(endpoint, exc) from exc
         written = 0
         buffer = b""
         try:
@@ -360,19 +429,28 @@ class EtcdClient:
 
     # -- auth ----------------------------------------------------------------------
     def auth_enabled(self, endpoint: str | None = None) -> bool:
-        """3.4 has no AuthStatus: an unauthenticated call tells us (etcd-rules.md)."""
-        try:
-            self._post_one(
-                endpoint or self.endpoints[0],
-                "/v3/kv/range",
-                {"key": _b64("etcdsop-auth-probe")},
-                auth=False,
-            )
-        except EtcdApiError as exc:
-            if "user name is empty" in exc.etcd_message or "permission denied" in exc.etcd_message:
-                return True
-            raise
-        return False
+        """3.4 has no AuthStatus: an unauthenticated linearizable read tells us
+        (etcd-rules.md); asked of the first endpoint that serves it (a voter)."""
+        errors: list[str] = []
+        for target in [endpoint] if endpoint else self.endpoints:
+            try:
+                self._post_one(
+                    target, "/v3/kv/range", {"key": _b64("etcdsop-auth-probe")}, auth=False
+                )
+            except EtcdApiError as exc:
+                if "user name is empty" in exc.etcd_message or (
+                    "permission denied" in exc.etcd_message
+                ):
+                    return True
+                if not exc.ask_another:
+                    raise
+                errors.append(exc.message)
+                continue
+            except (EtcdUnreachable, EtcdOutcomeUnknown) as exc:
+                errors.append(exc.message)
+                continue
+            return False
+        raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
 
     def role_add(self, name: str) -> bool:
         """Add a role; False when it already exists."""
@@ -446,13 +524,16 @@ class EtcdClient:
                     {"name": user, "password": password},
                     auth=False,
                 )
-            except EtcdUnreachable as exc:
+            except (EtcdUnreachable, EtcdOutcomeUnknown) as exc:
                 errors.append(exc.message)
                 continue
             except EtcdApiError as exc:
                 if "authentication failed" in exc.etcd_message:
                     return False
-                raise
+                if not exc.ask_another:
+                    raise
+                errors.append(exc.message)
+                continue
             return True
         raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
 
@@ -485,6 +566,21 @@ class EtcdClient:
         return {
             _unb64(kv["key"]).decode(): _unb64(kv.get("value", "")) for kv in data.get("kvs", [])
         }
+
+
+def transport_error(endpoint: str, exc: urllib3.exceptions.HTTPError) -> ClusterError:
+    """Sort a urllib3 failure: never sent (safe to send elsewhere) or outcome unknown."""
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return EtcdTlsError(f"{endpoint}: TLS handshake failed ({_short(exc)})")
+    if isinstance(
+        exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    ):
+        return EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})")
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return EtcdOutcomeUnknown(f"{endpoint}: no answer in time ({_short(exc)})")
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return EtcdOutcomeUnknown(f"{endpoint}: connection lost ({_short(exc)})")
+    return EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})")
 
 
 def _short(exc: Exception) -> str:

@@ -35,6 +35,8 @@ if [ -x /usr/bin/etcd ]; then
   echo "binary /usr/bin/etcd $(/usr/bin/etcd --version 2>/dev/null | head -1 | awk '{print $NF}')"
 fi
 [ -d "$data/member" ] && echo "datadir yes"
+[ -d "$data" ] && echo "dataentries $(ls -A "$data" | tr '\n' ' ')"
+[ -d /var/lib/etcd ] && echo "varlib $(ls -A /var/lib/etcd | tr '\n' ' ')"
 echo "active $(systemctl is-active etcd 2>/dev/null | head -1)"
 echo "enabled $(systemctl is-enabled etcd 2>/dev/null | head -1)"
 echo "since $(systemctl show -p ActiveEnterTimestampMonotonic --value etcd 2>/dev/null)"
@@ -72,6 +74,8 @@ class HostFacts:
     dirs: dict[str, RemoteDir] = field(default_factory=dict)
     etcd_version: str | None = None  # None when /usr/bin/etcd is missing
     has_data: bool = False  # <data_dir>/member exists: this host was a member once
+    data_entries: tuple[str, ...] = ()  # what the data dir holds (names)
+    var_lib_entries: tuple[str, ...] = ()  # what /var/lib/etcd holds (names)
     active: str = "unknown"
     enabled: str = "unknown"
     active_since: int = 0  # ActiveEnterTimestampMonotonic (usec), changes on restart
@@ -114,6 +118,8 @@ def parse_facts(text: str) -> HostFacts:
         dirs=dirs,
         etcd_version=version,
         has_data=values.get("datadir") == "yes",
+        data_entries=tuple(values.get("dataentries", "").split()),
+        var_lib_entries=tuple(values.get("varlib", "").split()),
         active=values.get("active") or "unknown",
         enabled=values.get("enabled") or "unknown",
         active_since=_int(values.get("since")),

@@ -9,7 +9,7 @@ import yaml
 from etcdsop.etcd import MemberInfo
 from etcdsop.facts import HostFacts
 from etcdsop.model import Member
-from etcdsop.render import ETCD_CONF
+from etcdsop.render import CA_CRT, ETCD_CONF
 
 
 def existing_conf(facts: HostFacts) -> dict[str, Any] | None:
@@ -38,6 +38,12 @@ def create_refusal(
     token = (conf or {}).get("initial-cluster-token")
     if foreign_cluster:
         return f"host {ip} answers as a member of another etcd cluster: {rm_hint}"
+    foreign = foreign_entries(facts)
+    if foreign:
+        return (
+            f"host {ip}: etcd_data {data} is not empty and holds no etcd data "
+            f"({', '.join(foreign[:5])}): refusing to make it etcd's; choose another etcd_data"
+        )
     if facts.running and conf is None:
         return (
             f"host {ip} runs an etcd that etcdsop did not configure (no {ETCD_CONF}): "
@@ -65,4 +71,86 @@ def create_refusal(
             f"host {ip} holds the data dir of member {conf.get('name')!r}, "
             f"not {member.name!r}: {rm_hint}"
         )
+    return None
+
+
+def same_ca(host_pem: bytes, local_pem: bytes | None) -> bool:
+    """Whether a host's /etc/etcd/ca.crt is the local CA (same key: a CA renewed with
+    its own key still signs what the hosts trust)."""
+    if local_pem is None:
+        return False
+    if host_pem.strip() == local_pem.strip():
+        return True
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def spki(pem: bytes) -> bytes | None:
+        try:
+            key = x509.load_pem_x509_certificate(pem).public_key()
+        except ValueError:
+            return None
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    host_key = spki(host_pem)
+    return host_key is not None and host_key == spki(local_pem)
+
+
+def pki_refusal(member: Member, facts: HostFacts, local_ca_pem: bytes | None) -> str | None:
+    """A host that runs, or holds data of, a cluster whose CA is not the local one:
+    issuing a CA here would replace what its members and clients trust."""
+    current = facts.files.get(CA_CRT)
+    if current is None or current.content is None:
+        return None
+    if not (facts.running or facts.has_data):
+        return None  # a leftover file with nothing behind it: ours to overwrite
+    if same_ca(current.content, local_ca_pem):
+        return None
+    local = "no local CA" if local_ca_pem is None else "another CA than the local one"
+    return f"host {member.ip} trusts a CA in {CA_CRT} that is not this admin node's ({local})"
+
+
+def foreign_entries(facts: HostFacts) -> list[str]:
+    """What a data dir without etcd data holds (a mount point's lost+found aside)."""
+    if facts.has_data:
+        return []
+    return [e for e in facts.data_entries if e != "lost+found"]
+
+
+def cleanup_refusal(member: Member, facts: HostFacts) -> str | None:
+    """Why removing etcd from this host could delete what is not ours, or None.
+
+    Ours is what the host's own etcd.conf says belongs to this member of this
+    cluster (its name, the cluster's token, the inventory's data dir).
+    """
+    ip = member.ip
+    conf = existing_conf(facts)
+    if conf is None:
+        found = []
+        if facts.running:
+            found.append("an etcd running without /etc/etcd/etcd.conf")
+        if facts.has_data or foreign_entries(facts):
+            found.append(f"{member.data_dir} holding files")
+        if facts.var_lib_entries:
+            found.append(f"/var/lib/etcd holding {', '.join(facts.var_lib_entries[:5])}")
+        if found:
+            return f"host {ip} has no etcd.conf of cluster {member.cluster!r} but " + (
+                " and ".join(found)
+            )
+        return None
+    problems = []
+    if str(conf.get("initial-cluster-token")) != member.cluster:
+        problems.append(f"cluster token {conf.get('initial-cluster-token')!r}")
+    if str(conf.get("name")) != member.name:
+        problems.append(f"member name {conf.get('name')!r}")
+    if str(conf.get("data-dir", "")).rstrip("/") != member.data_dir:
+        problems.append(f"data dir {conf.get('data-dir')!r}")
+    if problems:
+        return (
+            f"host {ip}: its {ETCD_CONF} is not {member.name} of cluster {member.cluster!r} "
+            f"with data dir {member.data_dir} ({', '.join(problems)})"
+        )
+    if foreign_entries(facts):
+        return f"host {ip}: {member.data_dir} holds files but no etcd data"
     return None

@@ -154,8 +154,8 @@ def restart_reasons(changes: Sequence[FileChange], facts: HostFacts) -> list[str
 def service_action(
     facts: HostFacts, live: MemberInfo | None, cluster_live: bool, reasons: Sequence[str]
 ) -> ServiceAction:
-    if cluster_live and live is None:
-        return "join"
+    if cluster_live and (live is None or not live.started):
+        return "join"  # absent, or announced but never started: the join path
     if not facts.running:
         return "start"
     return "restart" if reasons else "none"

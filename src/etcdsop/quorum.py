@@ -71,3 +71,21 @@ def check_removal(
         quorum_after=quorum_after if not is_learner else quorum_now,
         target_is_learner=is_learner,
     )
+
+
+def check_restart(
+    members: Sequence[MemberInfo], healthy_ids: Collection[int], target_id: int
+) -> tuple[bool, str]:
+    """A voter may restart only while the other healthy voters keep the quorum."""
+    voters = [m for m in members if not m.is_learner]
+    target = next((m for m in members if m.id == target_id), None)
+    quorum = quorum_of(len(voters))
+    healthy = [v for v in voters if v.id in healthy_ids]
+    if target is not None and target.is_learner:
+        return True, f"learner: quorum unaffected ({len(healthy)}/{len(voters)} voters healthy)"
+    others = [v for v in healthy if v.id != target_id]
+    text = (
+        f"voters {len(voters)} ({len(healthy)} healthy, quorum {quorum}); while it restarts "
+        f"{len(others)} healthy voter(s) remain"
+    )
+    return len(others) >= quorum, text

@@ -16,12 +16,12 @@ from etcdsop.ops.pgreload import TLS_DEFAULTS, host_port, plan_jobs
 from etcdsop.ops.rbac import PgAccount, accounts, plan_account
 from etcdsop.ops.reload import (
     backup_path,
-    check_restart,
     cross_check,
     parse_member_facts,
     parse_targets,
     voter_urls,
 )
+from etcdsop.quorum import check_restart
 
 ACCOUNT = PgAccount("pg-test", "/pg", "pw", weak=False)
 WANT = Permission("READWRITE", b"/pg/pg-test/", b"/pg/pg-test0")

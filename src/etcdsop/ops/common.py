@@ -8,8 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etcdsop.errors import ClusterError
-from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdUnreachable, MemberInfo, TlsFiles
+from etcdsop.errors import ClusterError, GuardRefused
+from etcdsop.etcd import (
+    EtcdApiError,
+    EtcdClient,
+    EtcdOutcomeUnknown,
+    EtcdTlsError,
+    EtcdUnreachable,
+    MemberInfo,
+    TlsFiles,
+    request_timeout,
+)
 from etcdsop.events import Reporter
 from etcdsop.model import Inventory, Member, SshTarget
 from etcdsop.remote import RemoteHost, SshOptions, run_parallel
@@ -127,14 +136,45 @@ class Context:
         exists = all(p.is_file() for p in (tls.ca_cert, tls.client_cert, tls.client_key))
         return tls if exists else None
 
-    def client(self, endpoints: Sequence[str] | None = None, timeout: float = 5.0) -> EtcdClient:
+    @property
+    def request_timeout(self) -> float:
+        """A client read timeout just past etcd's own request timeout: shorter, and a
+        request that may still commit would be given up on (etcd-rules.md)."""
+        slowest = max(m.election_timeout for m in self.inventory.members)
+        return request_timeout(slowest) + 1.0
+
+    def pki_hint(self) -> str:
+        return (
+            f"copy files/pki from the admin node that created the cluster to "
+            f"{self.pki_dir.parent}, or point --pki-dir at it"
+        )
+
+    def client(
+        self, endpoints: Sequence[str] | None = None, timeout: float | None = None
+    ) -> EtcdClient:
         tls = self.tls_files()
         if tls is None:
-            raise ClusterError(f"no admin certificate under {self.pki_dir}: run etcdsop create")
+            raise ClusterError(
+                f"no admin certificate under {self.pki_dir}: run etcdsop create, or "
+                + self.pki_hint()
+            )
         urls = list(endpoints or [m.client_url for m in self.inventory.members])
         return EtcdClient(
-            urls, tls, user="root", password=self.inventory.root_password, timeout=timeout
+            urls,
+            tls,
+            user="root",
+            password=self.inventory.root_password,
+            timeout=timeout or self.request_timeout,
         )
+
+    def voter_client(self, view: ClusterView | None = None) -> EtcdClient:
+        """A client aimed at the started voters only: learners refuse cluster calls and
+        an inventory host that is no member may answer nothing, or for another cluster."""
+        view = view if view is not None else self.probe()
+        endpoints = view.voter_endpoints()
+        if not endpoints:
+            raise ClusterError(f"no started voter of cluster {self.inventory.cluster!r} answers")
+        return self.client(endpoints)
 
     def probe(self) -> ClusterView:
         """Ask every inventory member for the member list; group answers by cluster id."""
@@ -142,6 +182,7 @@ class Context:
             return ClusterView()
         base = self.client(timeout=3.0)
         answers: dict[str, tuple[int, list[MemberInfo]]] = {}
+        tls_refused: dict[str, str] = {}
 
         def ask(member: Member) -> None:
             client = base.for_endpoints([member.client_url])
@@ -153,7 +194,9 @@ class Context:
                     if not any(t in exc.etcd_message for t in _AUTH_NEEDED):
                         raise
                 answers[member.ip] = client.member_list_with_cluster()
-            except EtcdUnreachable:
+            except EtcdTlsError as exc:
+                tls_refused[member.ip] = exc.message
+            except (EtcdUnreachable, EtcdOutcomeUnknown):
                 pass
             except EtcdApiError as exc:
                 if "authentication failed" in exc.etcd_message:
@@ -169,6 +212,14 @@ class Context:
         for value in results.values():
             if isinstance(value, ClusterError):
                 raise value
+        if tls_refused:
+            # Something serves TLS there that our CA and certificate do not fit: never
+            # "no cluster" (that would let create issue a new CA, destroy skip its backup).
+            ip, why = sorted(tls_refused.items())[0]
+            raise GuardRefused(
+                f"host {ip}: etcd's client port refuses this admin node's certificates "
+                f"({why}): the cluster was set up with another CA: {self.pki_hint()}"
+            )
         if not answers:
             return ClusterView()
         inventory_peers = {m.peer_url for m in self.inventory.members}

@@ -6,32 +6,30 @@ Stages: validate -> connect -> gather -> guard -> plan -> (dry-run stops) -> app
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from etcdsop.errors import ClusterError, GuardRefused, MemberError
-from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
-from etcdsop.facts import HostFacts, gather
-from etcdsop.guards import create_refusal, existing_conf
+from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.inventory import select
 from etcdsop.model import DEFAULT_ROOT_PASSWORD, Member
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.join import join_member
 from etcdsop.ops.register import register
-from etcdsop.plan import HostPlan, find_live, plan_host
-from etcdsop.remote import RemoteFileSpec
-from etcdsop.render import (
-    ETCD_CONF,
-    PeerRef,
-    node_dirs,
-    node_files,
-    render_etcd_conf,
+from etcdsop.ops.restart import leader_last, rolling_restart
+from etcdsop.ops.stages import (
+    apply_plans,
+    check_guards,
+    check_pki,
+    ensure_root_auth,
+    gather_facts,
+    issue_certificates,
+    plan_member,
+    report_plans,
 )
-from etcdsop.waits import poll_until, retry_etcd
-
-CERT_PLACEHOLDER = b"(certificate to be issued)\n"
+from etcdsop.plan import HostPlan, find_live
+from etcdsop.quorum import check_restart
+from etcdsop.waits import poll_until
 
 
 @dataclass
@@ -69,7 +67,7 @@ class CreateResult:
         }
 
 
-def create(ctx: Context) -> CreateResult:
+def create(ctx: Context, *, promote_timeout: float = 300.0) -> CreateResult:
     inventory, options = ctx.inventory, ctx.options
     targets = select(inventory, options.limit or None)
     report = ctx.report
@@ -80,272 +78,92 @@ def create(ctx: Context) -> CreateResult:
     ctx.connect(targets)
     report.phase("gather facts")
     facts = gather_facts(ctx, targets)
+    check_pki(ctx, targets, facts)
     view = ctx.probe()
     check_guards(targets, facts, view)
-    _check_join(targets, view)
+    joiners = _joiners(targets, view)
 
     report.phase("certificates")
     certs = issue_certificates(ctx, targets, result.certificates)
     plans = [plan_member(ctx, m, targets, facts[m.ip], view, certs) for m in targets]
     result.plans = plans
     report_plans(ctx, plans)
+    _check_restarts(ctx, plans, view)
     if options.dry_run:
-        live_auth = view.live and ctx.client(view.voter_endpoints()).auth_enabled()
+        live_auth = view.live and ctx.voter_client(view).auth_enabled()
         result.auth = "already enabled" if live_auth else "would enable"
         report.info(f"auth: {result.auth}")
         register(ctx, targets)
         return result
 
     report.phase("apply")
-    apply_plans(ctx, plans)
+    apply_plans(ctx, [p for p in plans if p.member not in joiners])
     report.phase("launch")
     _launch(ctx, plans, view, result)
+    for member in joiners:
+        # add's path: one host at a time, learner first, undone only where that is safe.
+        join_member(ctx, member, promote_timeout=promote_timeout, promote_announced=False)
+        result.joined.append(member.ip)
     report.phase("rbac")
-    result.auth = ensure_root_auth(ctx.client(), inventory.root_password)
+    result.auth = ensure_root_auth(ctx.voter_client(), inventory.root_password)
     report.info(f"auth: {result.auth}")
     register(ctx, targets)
     return result
 
 
-# -- stages --------------------------------------------------------------------------
-def gather_facts(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts]:
-    results = ctx.parallel(targets, lambda m: gather(ctx.host(m), m.data_dir))
-    facts: dict[str, HostFacts] = {}
-    for member in targets:
-        value = results[member.ip]
-        if isinstance(value, ClusterError):
-            raise value
-        assert isinstance(value, HostFacts)
-        facts[member.ip] = value
-        state = value.active if value.etcd_version else "etcd not installed"
-        ctx.report.host(member.ip, f"etcd {value.etcd_version or '-'}, {state}", "info")
-    return facts
-
-
-def check_guards(targets: Sequence[Member], facts: dict[str, HostFacts], view: ClusterView) -> None:
-    refusals = []
-    for member in targets:
-        why = create_refusal(
-            member,
-            facts[member.ip],
-            find_live(member, view.members),
-            view.live,
-            foreign_cluster=member.ip in view.foreign,
-        )
-        if why:
-            refusals.append(why)
-    if refusals:
-        raise GuardRefused(
-            "refusing to create, nothing was changed: " + refusals[0],
-            details="\n".join(refusals[1:]) or None,
-        )
-
-
-def _check_join(targets: Sequence[Member], view: ClusterView) -> None:
-    joiners = [m for m in targets if find_live(m, view.members) is None and view.live]
+def _joiners(targets: Sequence[Member], view: ClusterView) -> list[Member]:
+    """Targets that are not started members of the live cluster: absent from the
+    list, or announced there (by hand, or by an earlier run) but never started."""
     for member in targets:
         if member.init == "existing" and not view.live:
             raise ClusterError(
                 f"host {member.ip}: etcd_init=existing but no member of cluster "
                 f"{member.cluster!r} answers: start the cluster first (etcdsop create)"
             )
-    pending = [m for m in view.members if not m.started or m.is_learner]
+    if not view.live:
+        return []
+    joiners = []
+    for member in targets:
+        entry = find_live(member, view.members)
+        if entry is None or not entry.started:
+            joiners.append(member)
+    own = {find_live(m, view.members) for m in joiners} - {None}
+    pending = [m for m in view.members if (not m.started or m.is_learner) and m not in own]
     if joiners and pending:
         who = ", ".join(p.name or p.peer_urls[0] for p in pending)
         raise GuardRefused(
             f"cluster has a pending member ({who}: unstarted or learner); finish it first "
             "(etcdsop promote, or remove it) before joining another"
         )
+    return joiners
 
 
-@dataclass(frozen=True)
-class NodeCert:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def issue_certificates(
-    ctx: Context, targets: Sequence[Member], issued_names: list[str]
-) -> tuple[bytes, dict[str, NodeCert]]:
-    """CA, admin and node certificates (re-issued only when needed); in a dry run, the
-    reasons they would be issued and the current certificates."""
-    pki = ctx.pki
-    if ctx.options.dry_run:
-        reasons = [("CA", pki.plan_ca()), ("admin", pki.plan_admin())]
-        reasons += [(m.name, pki.plan_node(m.name, m.ip)) for m in targets]
-        for name, why in reasons:
-            if why:
-                ctx.report.info(f"certificate {name} would be issued: {why}")
-                issued_names.append(name)
-        # Nothing is written in a dry run: compare with the certificates as they are.
-        ca_pem = CERT_PLACEHOLDER if pki.plan_ca() else pki.ca_cert_pem
-        nodes: dict[str, NodeCert] = {}
-        for m in targets:
-            if pki.plan_node(m.name, m.ip):
-                nodes[m.ip] = NodeCert(CERT_PLACEHOLDER, CERT_PLACEHOLDER)
-            else:
-                base = ctx.pki_dir / "etcd" / m.name
-                nodes[m.ip] = NodeCert(
-                    base.with_suffix(".crt").read_bytes(), base.with_suffix(".key").read_bytes()
-                )
-        return ca_pem, nodes
-    ca = pki.ensure_ca()
-    admin = pki.ensure_admin()
-    node_certs = {m.ip: pki.ensure_node(m.name, m.ip, m.cert_validity_days) for m in targets}
-    for name, issued in [("CA", ca), ("admin", admin)] + [
-        (m.name, node_certs[m.ip]) for m in targets
-    ]:
-        if issued.issued:
-            ctx.report.info(f"certificate {name} issued: {issued.reason}")
-            issued_names.append(name)
-    return ca.cert_pem, {ip: NodeCert(c.cert_pem, c.key_pem) for ip, c in node_certs.items()}
-
-
-def plan_member(
-    ctx: Context,
-    member: Member,
-    targets: Sequence[Member],
-    facts: HostFacts,
-    view: ClusterView,
-    certs: tuple[bytes, dict[str, NodeCert]],
-) -> HostPlan:
-    ca_pem, nodes = certs
-    live = find_live(member, view.members)
-    joining = view.live and live is None
-    files = node_files(
-        member,
-        initial_cluster=initial_cluster(targets, member, view),
-        init="existing" if joining else member.init,
-        endpoints=[m.client_url for m in ctx.inventory.members],
-        ca_pem=ca_pem,
-        cert_pem=nodes[member.ip].cert_pem,
-        key_pem=nodes[member.ip].key_pem,
-    )
-    return plan_host(member, files, node_dirs(member), facts, live=live, cluster_live=view.live)
-
-
-def initial_cluster(targets: Sequence[Member], member: Member, view: ClusterView) -> list[PeerRef]:
-    """Who etcd expects to meet when it bootstraps this member's data dir.
-
-    A new cluster: the members started together now (a subset chosen with -l must
-    not list hosts that will never start: they would count against the quorum).
-    A live cluster: its started members plus this one, as they really are.
-    """
-    if not view.live:
-        refs = [PeerRef(m.name, m.peer_url) for m in targets]
-    else:
-        refs = [
-            PeerRef(m.name, m.peer_urls[0])
-            for m in view.members
-            if m.started and member.peer_url not in m.peer_urls
-        ]
-        refs.append(PeerRef(member.name, member.peer_url))
-    return sorted(refs, key=lambda r: url_sort_key(r.peer_url))
-
-
-def url_sort_key(url: str) -> tuple[int, object, int]:
-    parsed = urlsplit(url)
-    try:
-        address: object = ipaddress.ip_address(parsed.hostname or "")
-        return (0, address, parsed.port or 0)
-    except ValueError:
-        return (1, parsed.hostname or "", parsed.port or 0)
-
-
-def report_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
-    """One line per host; a dry run also lists every change with its diff."""
-    for plan in plans:
-        ip = plan.member.ip
-        if not plan.changed:
-            ctx.report.host(ip, "no change", "ok")
+def _check_restarts(ctx: Context, plans: Sequence[HostPlan], view: ClusterView) -> None:
+    """Before any change: each planned restart must leave the others a quorum (members
+    this run starts count as up: they are started and healthy before any restart)."""
+    restarts = [p for p in plans if p.service == "restart"]
+    if not restarts or not view.live:
+        return
+    client = ctx.voter_client(view)
+    starting = {p.member.peer_url for p in plans if p.service == "start"}
+    healthy = {
+        m.id
+        for m in view.members
+        if any(u in starting for u in m.peer_urls)
+        or (m.client_urls and client.health(m.client_urls[0]))
+    }
+    for plan in restarts:
+        entry = find_live(plan.member, view.members)
+        if entry is None:
             continue
-        parts = ["install etcd"] if plan.install_package else []
-        if plan.dirs:
-            parts.append(f"{len(plan.dirs)} dir(s)")
-        if plan.changes:
-            names = ", ".join(c.path.rsplit("/", 1)[-1] for c in plan.changes)
-            parts.append(f"{len(plan.changes)} file(s): {names}")
-        if plan.service != "none":
-            why = f" ({', '.join(plan.reasons)})" if plan.service == "restart" else ""
-            parts.append(f"etcd {plan.service}{why}")
-        ctx.report.host(ip, "; ".join(parts), "changed")
-        if ctx.options.dry_run:
-            for d in plan.dirs:
-                ctx.report.info(f"directory {d.path} {d.owner}:{d.group} {d.mode:04o}")
-            for change in plan.changes:
-                ctx.report.info(change.diff.rstrip() or f"{change.kind} {change.path}")
-
-
-# -- apply ---------------------------------------------------------------------------
-# Package lists may be missing or stale on a fresh host: update once when the install
-# fails. Wait for a dpkg lock held by unattended-upgrades instead of failing at once.
-_APT_INSTALL = (
-    "export DEBIAN_FRONTEND=noninteractive;"
-    " i() { apt-get -o DPkg::Lock::Timeout=120 install -y -q etcd-server; };"
-    " i || { apt-get -o DPkg::Lock::Timeout=120 update -q && i; }"
-)
-_RPM_INSTALL = "command -v dnf >/dev/null && exec dnf install -y etcd || exec yum install -y etcd"
-
-
-def _install_argv(facts_debian: bool) -> list[str]:
-    return ["sh", "-c", _APT_INSTALL if facts_debian else _RPM_INSTALL]
-
-
-def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
-    """One round trip for directories, files and systemd (plus one to install etcd)."""
-    host = ctx.host(plan.member)
-    if plan.install_package:
-        host.run(_install_argv(debian), timeout=600)
-        # Debian's package starts a default single-node etcd: ours replaces it.
-        host.run(["systemctl", "stop", "etcd"], check=False, timeout=90)
-    prepare: list[list[str]] = []
-    if plan.create_user:
-        prepare.append(
-            [
-                "sh",
-                "-c",
-                "id -u etcd >/dev/null 2>&1 || useradd --system "
-                "--home-dir /var/lib/etcd --shell /usr/sbin/nologin etcd",
-            ]
-        )
-    prepare += [
-        ["install", "-d", "-o", d.owner, "-g", d.group, "-m", f"{d.mode:04o}", d.path]
-        for d in plan.dirs
-    ]
-    # `enable` reloads systemd itself: a separate daemon-reload only when not enabling.
-    # Debian's etcd-server ships /etc/init.d/etcd too, and `enable` would also run
-    # update-rc.d for it (two more systemd reloads, ~3x the time); systemd ignores an
-    # init script whose name has a native unit, so that sync is skipped.
-    if plan.enable:
-        systemd = [["env", "SYSTEMCTL_SKIP_SYSV=1", "systemctl", "enable", "--quiet", "etcd"]]
-    else:
-        systemd = [["systemctl", "daemon-reload"]] if plan.daemon_reload else []
-    specs = [
-        RemoteFileSpec(c.file.path, c.file.content, c.file.owner, c.file.group, c.file.mode)
-        for c in plan.changes
-    ]
-    host.put_files(specs, before=prepare, after=systemd)
-    ctx.report.host(plan.member.ip, "applied", "changed")
-
-
-def apply_plans(ctx: Context, plans: Sequence[HostPlan]) -> None:
-    todo = [p for p in plans if p.changed]
-    by_ip = {p.member.ip: p for p in todo}
-    debian = {p.member.ip: _is_debian(ctx, p.member) if p.install_package else True for p in todo}
-    results = ctx.parallel(
-        [p.member for p in todo], lambda m: _apply_host(ctx, by_ip[m.ip], debian[m.ip])
-    )
-    failed = [v for v in results.values() if isinstance(v, ClusterError)]
-    if failed:
-        raise ClusterError(
-            f"applying changes failed: {failed[0].message}", details=failed[0].details
-        )
-
-
-def _is_debian(ctx: Context, member: Member) -> bool:
-    result = ctx.host(member).run(["sh", "-c", ". /etc/os-release; echo $ID $ID_LIKE"], check=False)
-    words = result.stdout.split()
-    return bool({"debian", "ubuntu"} & set(words))
+        allowed, arithmetic = check_restart(view.members, healthy, entry.id)
+        if not allowed:
+            raise GuardRefused(
+                f"refusing to restart {plan.member.name} ({plan.member.ip}) for "
+                f"{', '.join(plan.reasons)}: the cluster would lose its quorum "
+                f"({arithmetic}); nothing was changed: bring the members that are down "
+                "back first"
+            )
 
 
 # -- launch --------------------------------------------------------------------------
@@ -367,14 +185,10 @@ def _launch(
         for m in starts:
             ctx.report.host(m.ip, "etcd started, healthy", "changed")
         result.started += [m.ip for m in starts]
-    for plan in plans:
-        if plan.service == "join":
-            _join(ctx, plan.member, view)
-            result.joined.append(plan.member.ip)
     restarts = [p.member for p in plans if p.service == "restart"]
     if restarts:
         for member in leader_last(ctx, restarts):
-            rolling_restart(ctx, member)
+            rolling_restart(ctx, member, result.restarted)
             result.restarted.append(member.ip)
 
 
@@ -408,104 +222,3 @@ def _run_all(ctx: Context, members: Sequence[Member], argv: list[str]) -> None:
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
         raise failed[0]
-
-
-def leader_last(ctx: Context, members: Sequence[Member]) -> list[Member]:
-    client = ctx.client()
-    leader_id = 0
-    for member in members:
-        try:
-            leader_id = client.status(member.client_url).leader
-            break
-        except ClusterError:
-            continue
-    live = {mi.id: mi for mi in client.member_list()}
-    leader = live.get(leader_id)
-    return sorted(members, key=lambda m: leader is not None and m.peer_url in leader.peer_urls)
-
-
-def rolling_restart(ctx: Context, member: Member) -> None:
-    """One member at a time, healthy before the next: the cluster keeps its quorum."""
-    ctx.report.host(member.ip, "restarting etcd", "start")
-    # Blocking restart: with Type=notify it returns once this member serves again;
-    # a --no-block restart could let the old process answer the health check below.
-    host = ctx.host(member)
-    try:
-        host.run(["systemctl", "restart", "etcd"], timeout=ctx.options.wait_timeout + 30)
-    except ClusterError as exc:
-        raise ctx.unhealthy_error([member], ctx.options.wait_timeout) from exc
-    ctx.wait_healthy([member])
-    ctx.report.host(member.ip, "etcd restarted, healthy", "changed")
-
-
-def _join(ctx: Context, member: Member, view: ClusterView) -> None:
-    """The SOP's manual join: member add (learner if asked) against the voters, then start."""
-    client = ctx.client(view.voter_endpoints())
-    try:
-        # Right after a (re)start etcd refuses membership changes for ~5 s.
-        added: MemberInfo | None = retry_etcd(
-            lambda: client.member_add([member.peer_url], learner=member.learner),
-            transient=("unhealthy cluster",),
-            timeout=ctx.options.wait_timeout,
-        )
-    except EtcdApiError as exc:
-        if "Peer URLs already exists" not in exc.etcd_message:
-            raise MemberError(f"{member.ip}: member add failed: {exc.etcd_message}") from exc
-        added = None  # a re-run after a partial join: the member is already announced
-    kind = "learner" if member.learner else "voter"
-    ctx.report.host(
-        member.ip, f"member added as {kind}" + ("" if added else " (already)"), "changed"
-    )
-    ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=90)
-    ctx.wait_healthy([member])
-    ctx.report.host(member.ip, "etcd joined, healthy", "changed")
-
-
-# -- after membership changes ---------------------------------------------------------
-def refresh_conf(ctx: Context) -> list[str]:
-    """Rewrite etcd.conf on the live members (file only, no restart) after a change.
-
-    A later restart then finds the current membership; unreachable hosts are warned
-    about, not fatal: the membership change itself is already done.
-    """
-    view = ctx.probe()
-    members = [m for m in ctx.inventory.members if find_live(m, view.members) is not None]
-    changed: list[str] = []
-
-    def refresh(member: Member) -> None:
-        host = ctx.host(member)
-        facts = gather(host, member.data_dir, (ETCD_CONF,))
-        # Keep the state the member was set up with (a joined one says "existing").
-        state = str((existing_conf(facts) or {}).get("initial-cluster-state", member.init))
-        conf = render_etcd_conf(member, initial_cluster(members, member, view), state)
-        current = facts.files.get(ETCD_CONF)
-        if current is None or not current.same_content(conf):
-            host.put_file(ETCD_CONF, conf, owner="etcd", group="etcd", mode=0o644)
-            changed.append(member.ip)
-
-    results = ctx.parallel(members, refresh)
-    for ip, value in results.items():
-        if isinstance(value, ClusterError):
-            ctx.report.warn(f"{ip}: etcd.conf not refreshed: {value.message}")
-        else:
-            ctx.report.host(
-                ip,
-                "etcd.conf refreshed (no restart)" if ip in changed else "etcd.conf up to date",
-                "changed" if ip in changed else "ok",
-            )
-    return sorted(changed)
-
-
-# -- RBAC ----------------------------------------------------------------------------
-def ensure_root_auth(client: EtcdClient, password: str) -> str:
-    """Root role + root user + grant + auth enable, each step idempotent."""
-    if client.auth_enabled():
-        return "already enabled"
-    client.role_add("root")
-    if not client.user_add("root", password):
-        # Left from an earlier attempt: make sure the password is the inventory's.
-        client.user_change_password("root", password)
-    if "root" not in client.user_roles("root"):
-        client.user_grant_role("root", "root")
-    client.auth_enable()
-    return "enabled"

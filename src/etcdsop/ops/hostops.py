@@ -44,21 +44,31 @@ def wipe_data(host: RemoteHost, member: Member) -> None:
     host.run(["rm", "-rf", "--one-file-system", safe_data_dir(member)])
 
 
-def remove_files(host: RemoteHost, member: Member) -> None:
-    """What Pigsty's etcd-rm.yml deletes with etcd_rm_data, then daemon-reload."""
-    host.run(
-        [
-            "rm",
-            "-rf",
-            "--one-file-system",
-            "/etc/etcd",
-            "/var/lib/etcd",
-            safe_data_dir(member),
-            UNIT,
-            PROFILE,
-        ]
-    )
-    host.run(["systemctl", "daemon-reload"])
+# Our files by name (and reload's backups of them), the data dir the host's etcd.conf
+# names, then the directories only when nothing else is left in them.
+_REMOVE = r"""
+data=$1
+rm -f /etc/etcd/ca.crt /etc/etcd/server.crt /etc/etcd/server.key /etc/etcd/etcd.pass \
+  /etc/etcd/etcd.conf "$UNIT" "$PROFILE"
+find /etc/etcd /etc/profile.d -maxdepth 1 -type f \
+  \( -name 'etcd.conf.*.bak' -o -name 'etcd.pass.*.bak' -o -name 'etcdctl.sh.*.bak' \) \
+  -delete 2>/dev/null
+rm -rf --one-file-system "$data"
+rmdir /etc/etcd /var/lib/etcd 2>/dev/null
+for d in /etc/etcd /var/lib/etcd; do [ -d "$d" ] && echo "kept $d"; done
+systemctl daemon-reload
+exit 0
+"""
+
+
+def remove_files(host: RemoteHost, member: Member) -> list[str]:
+    """What Pigsty's etcd-rm.yml deletes with etcd_rm_data, but only what is ours:
+    a directory that still holds something else is kept (and named)."""
+    script = _REMOVE.replace("$UNIT", UNIT).replace("$PROFILE", PROFILE)
+    result = host.run(["sh", "-c", script, "sh", safe_data_dir(member)])
+    return [
+        line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("kept ")
+    ]
 
 
 def remove_package(host: RemoteHost) -> None:

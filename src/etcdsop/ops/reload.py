@@ -18,15 +18,15 @@ from typing import Any, Literal
 
 import yaml
 
-from etcdsop.errors import ClusterError, GuardRefused, InputError
-from etcdsop.etcd import EtcdApiError, EtcdClient, MemberInfo
+from etcdsop.errors import ClusterError, InputError
+from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.events import Status as ReportStatus
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import rbac
 from etcdsop.ops.common import ClusterView, Context
-from etcdsop.ops.create import initial_cluster, leader_last, rolling_restart, url_sort_key
+from etcdsop.ops.restart import leader_last, rolling_restart
+from etcdsop.ops.stages import initial_cluster, url_sort_key
 from etcdsop.plan import find_live
-from etcdsop.quorum import quorum_of
 from etcdsop.remote import RemoteHost
 from etcdsop.render import ETCD_CONF, ETCD_PASS, PROFILE, NodeFile, render_etcd_conf, render_profile
 
@@ -185,7 +185,7 @@ def live_root(ctx: Context, result: ReloadResult, *, rotate: bool) -> ClusterVie
 
 
 def _client_with(ctx: Context, password: str) -> EtcdClient:
-    client = ctx.client()
+    client = ctx.voter_client()
     return EtcdClient(client.endpoints, client.tls, user="root", password=password)
 
 
@@ -200,7 +200,7 @@ def _live_password(ctx: Context) -> str:
         text = getattr(value, "stdout", "") if getattr(value, "rc", 1) == 0 else ""
         if text and text not in candidates:
             candidates.append(text)
-    probe = ctx.client()
+    probe = ctx.voter_client()
     for password in candidates:
         if probe.check_password("root", password):
             return password
@@ -421,24 +421,6 @@ def reload_members(
 
 
 # -- rolling restart ------------------------------------------------------------------
-def check_restart(
-    members: Sequence[MemberInfo], healthy_ids: set[int], target_id: int
-) -> tuple[bool, str]:
-    """A voter may restart only while the other healthy voters keep the quorum."""
-    voters = [m for m in members if not m.is_learner]
-    target = next((m for m in members if m.id == target_id), None)
-    quorum = quorum_of(len(voters))
-    healthy = [v for v in voters if v.id in healthy_ids]
-    if target is not None and target.is_learner:
-        return True, f"learner: quorum unaffected ({len(healthy)}/{len(voters)} voters healthy)"
-    others = [v for v in healthy if v.id != target_id]
-    text = (
-        f"voters {len(voters)} ({len(healthy)} healthy, quorum {quorum}); while it restarts "
-        f"{len(others)} healthy voter(s) remain"
-    )
-    return len(others) >= quorum, text
-
-
 def restart_members(
     ctx: Context, view: ClusterView, facts: dict[str, MemberFacts], result: ReloadResult
 ) -> None:
@@ -452,22 +434,8 @@ def restart_members(
     if not stale:
         ctx.report.info("restart: every member already runs its current etcd.conf")
         return
-    client = ctx.client()
     for member in leader_last(ctx, stale):
-        members = client.member_list()
-        entry = find_live(member, members)
-        if entry is None:
-            continue
-        healthy = {m.id for m in members if m.client_urls and client.health(m.client_urls[0])}
-        allowed, arithmetic = check_restart(members, healthy, entry.id)
-        ctx.report.info(f"quorum: {arithmetic}")
-        if not allowed:
-            done = ", ".join(result.restarted) or "none"
-            raise GuardRefused(
-                f"refusing to restart {member.name} ({member.ip}): the cluster would lose "
-                f"its quorum ({arithmetic}); files are written, members restarted: {done}"
-            )
-        rolling_restart(ctx, member)
+        rolling_restart(ctx, member, result.restarted)
         result.restarted.append(member.ip)
 
 
@@ -506,7 +474,7 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         _report(ctx, result, ("etcd", "etcdctl"))
     if pg:
         report.phase("etcd users of the PostgreSQL clusters")
-        root = ctx.client()
+        root = ctx.voter_client(view)
         if result.root_password == "would change":  # dry run: the old one still rules
             root = _client_with(ctx, _live_password(ctx))
         later: list[tuple[rbac.PgAccount, rbac.Action]] = []

@@ -11,16 +11,20 @@ from typing import Any
 
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.etcd import EtcdClient, MemberInfo
+from etcdsop.facts import HostFacts, gather
+from etcdsop.guards import cleanup_refusal
 from etcdsop.model import Member
 from etcdsop.ops import hostops
 from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
-from etcdsop.ops.create import refresh_conf
+from etcdsop.ops.membership import remove_member
 from etcdsop.ops.register import deregister
+from etcdsop.ops.stages import refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import check_removal
+from etcdsop.render import ETCD_CONF
 from etcdsop.snapshot import save_snapshot
-from etcdsop.waits import poll_until, retry_etcd
+from etcdsop.waits import poll_until
 
 
 @dataclass
@@ -62,7 +66,9 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
         entry = find_live(member, view.members)
         if entry is None:
             ctx.report.host(member.ip, "not a member (anymore): cleaning the host only", "info")
+            _check_cleanup(ctx, [member], force=force)
         else:
+            _check_cleanup(ctx, [member], force=force, skip_unreachable=True)
             stays = _guard_removal(ctx, view, member, entry, force=force)
             if backup and result.snapshot is None:
                 result.snapshot = _snapshot(ctx, view, exclude=entry.id)
@@ -78,16 +84,27 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
     return result
 
 
-def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
-    """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say."""
+def destroy(ctx: Context, *, backup: bool, force: bool = False) -> RemoveResult:
+    """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say.
+
+    Without a verified snapshot only with --no-backup: a cluster that does not answer
+    this admin node (another CA, no admin certificate) is not a cluster that is gone.
+    """
     members = list(ctx.inventory.members)
     check_safeguard(members)
     result = RemoveResult()
-    view = ctx.probe()
-    if backup and view.live:
-        result.snapshot = _snapshot(ctx, view, exclude=None)
-    elif backup:
-        ctx.report.warn("no member answers: no snapshot could be taken")
+    _check_cleanup(ctx, members, force=force, skip_unreachable=True)
+    if backup:
+        try:
+            view = ctx.probe()
+            if not view.live:
+                raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
+            result.snapshot = _snapshot(ctx, view, exclude=None)
+        except ClusterError as exc:
+            raise GuardRefused(
+                f"no verified snapshot could be taken ({exc.message}), so nothing was "
+                "destroyed: fix that, or destroy without a backup with --no-backup"
+            ) from exc
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
     results = ctx.parallel(members, lambda m: _clean_host(ctx, m, result))
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
@@ -116,7 +133,7 @@ def _healthy_ids(client: EtcdClient, view: ClusterView) -> set[int]:
 
 def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
     """From a healthy voter that stays, into files/backup/ beside the inventory (0600)."""
-    client = ctx.client()
+    client = ctx.voter_client(view)
     healthy = _healthy_ids(client, view)
     sources = [
         m for m in view.members if m.id in healthy and not m.is_learner and m.id != exclude
@@ -136,7 +153,7 @@ def _guard_removal(
     ctx: Context, view: ClusterView, member: Member, entry: MemberInfo, *, force: bool
 ) -> list[MemberInfo]:
     """Refuse (exit 3) when the rest would lose quorum; the healthy voters that stay."""
-    client = ctx.client()
+    client = ctx.voter_client(view)
     healthy = _healthy_ids(client, view)
     check = check_removal(view.members, healthy, entry.id)
     ctx.report.info(f"quorum: {check.arithmetic()}")
@@ -160,11 +177,7 @@ def _remove_from_cluster(
     if entry.client_urls and not entry.is_learner:
         _move_leadership_away(ctx, client, entry, stays)
     through = client.for_endpoints([m.client_urls[0] for m in stays])
-    retry_etcd(
-        lambda: through.member_remove(entry.id),
-        transient=("unhealthy cluster",),
-        timeout=ctx.options.wait_timeout,
-    )
+    remove_member(through, entry.id, timeout=ctx.options.wait_timeout)
     ctx.report.host(member.ip, f"member {entry.hex_id} removed from the cluster", "changed")
 
 
@@ -195,6 +208,45 @@ def _move_leadership_away(
         )
 
 
+def _check_cleanup(
+    ctx: Context, members: Sequence[Member], *, force: bool, skip_unreachable: bool = False
+) -> None:
+    """Refuse (exit 3) before anything changes when a host holds etcd things that its
+    own etcd.conf does not show to be this member's; --force overrides."""
+    if not any(m.rm_data for m in members):
+        return
+
+    def look(member: Member) -> HostFacts | None:
+        host = ctx.host(member)
+        try:
+            host.connect()
+        except ClusterError:
+            if skip_unreachable:
+                return None  # reported (and skipped) by the cleanup itself
+            raise
+        return gather(host, member.data_dir, (ETCD_CONF,))
+
+    results = ctx.parallel([m for m in members if m.rm_data], look)
+    refusals = []
+    for member in members:
+        value = results.get(member.ip)
+        if isinstance(value, ClusterError):
+            raise value
+        if isinstance(value, HostFacts) and (why := cleanup_refusal(member, value)):
+            refusals.append(why)
+    if not refusals:
+        return
+    if force:
+        for why in refusals:
+            ctx.report.warn(f"--force: cleaning anyway: {why}")
+        return
+    raise GuardRefused(
+        f"refusing to delete anything, nothing was changed: {refusals[0]}: remove it by "
+        "hand if it is not needed, or --force",
+        details="\n".join(refusals[1:]) or None,
+    )
+
+
 def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
     host = ctx.host(member)
     try:
@@ -209,8 +261,10 @@ def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
     hostops.stop_etcd(host)
     done = ["etcd stopped and disabled"]
     if member.rm_data:
-        hostops.remove_files(host, member)
+        kept = hostops.remove_files(host, member)
         done.append("config and data deleted")
+        if kept:
+            done.append(f"kept {', '.join(kept)} (not empty: not only ours)")
     if member.rm_pkg:
         hostops.remove_package(host)
         done.append("package removed")
