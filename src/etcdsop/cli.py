@@ -329,7 +329,12 @@ def rm(
     strict_host_keys: StrictOpt = False,
     yes: YesOpt = False,
     force: Annotated[
-        bool, typer.Option("--force", help="DANGEROUS: remove even when the quorum guard refuses.")
+        bool,
+        typer.Option(
+            "--force",
+            help="DANGEROUS: remove even when the quorum guard refuses, and clean a host "
+            "whose etcd files do not show they are this member's.",
+        ),
     ] = False,
     no_backup: Annotated[
         bool,

@@ -105,6 +105,9 @@ def pki_refusal(member: Member, facts: HostFacts, local_ca_pem: bytes | None) ->
         return None
     if not (facts.running or facts.has_data):
         return None  # a leftover file with nothing behind it: ours to overwrite
+    token = (existing_conf(facts) or {}).get("initial-cluster-token")
+    if token is not None and str(token) != member.cluster:
+        return None  # another cluster's host: create_refusal names it
     if same_ca(current.content, local_ca_pem):
         return None
     local = "no local CA" if local_ca_pem is None else "another CA than the local one"

@@ -24,6 +24,7 @@ ETCD_DEFAULTS: Mapping[str, Any] = {
     "etcd_safeguard": False,
     "etcd_rm_data": True,
     "etcd_rm_pkg": False,
+    "etcd_client_cert_auth": False,
     "etcd_api": "v3",
     "cert_validity": "7300d",
     "ca_create": True,
@@ -78,6 +79,7 @@ class Member:
     rm_pkg: bool
     cert_validity_days: int
     ssh: SshTarget
+    client_cert_auth: bool = False  # etcd_client_cert_auth: clients must present a cert
     # Every variable that applies to this host, after precedence (for `inventory`).
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -328,21 +328,27 @@ def test_status_reports_members_and_fails_when_unhealthy(
 
 
 # SO_REUSEADDR: the port may still have TIME_WAIT connections of an earlier etcd.
-BLOCKER = "import socket, time\ns = socket.socket()\n"
+BLOCKER = "import socket, sys, time\ns = socket.socket()\n"
 BLOCKER += "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-BLOCKER += "s.bind(('0.0.0.0', 2380))\ns.listen()\n"
+BLOCKER += "s.bind(('0.0.0.0', int(sys.argv[1])))\ns.listen()\n"
 BLOCKER += "time.sleep(600)\n"
 
 
-def block_peer_port(bed: Bed, ip: str) -> None:
-    """Take the peer port on a host so that its etcd cannot start."""
+def block_port(bed: Bed, ip: str, port: int) -> None:
+    """Take a port on a host so that its etcd cannot start (`systemctl stop
+    etcdsop-blocker` frees it)."""
     bed.ssh(
         ip,
         "systemctl reset-failed etcdsop-blocker 2>/dev/null; cat > /tmp/etcdsop-blocker.py && "
-        "systemd-run --collect --unit=etcdsop-blocker python3 /tmp/etcdsop-blocker.py && "
-        "for i in $(seq 100); do ss -ltn | grep -q ':2380 ' && exit 0; sleep 0.1; done; exit 1",
+        f"systemd-run --collect --unit=etcdsop-blocker python3 /tmp/etcdsop-blocker.py {port} "
+        f"&& for i in $(seq 100); do ss -ltn | grep -q ':{port} ' && exit 0; sleep 0.1; done; "
+        "exit 1",
         stdin=BLOCKER,
     )
+
+
+def block_peer_port(bed: Bed, ip: str) -> None:
+    block_port(bed, ip, 2380)
 
 
 def test_start_timeout_shows_journal_and_a_rerun_completes(

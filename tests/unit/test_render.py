@@ -28,10 +28,13 @@ client-transport-security:
   cert-file: /etc/etcd/server.crt
   key-file: /etc/etcd/server.key
   trusted-ca-file: /etc/etcd/ca.crt
+  client-cert-auth: false
+# Peers present their node certificate: only CA-signed members may talk raft.
 peer-transport-security:
   cert-file: /etc/etcd/server.crt
   key-file: /etc/etcd/server.key
   trusted-ca-file: /etc/etcd/ca.crt
+  client-cert-auth: true
 """
 
 
@@ -44,7 +47,11 @@ def test_etcd_conf_matches_reference_text() -> None:
     assert conf == EXPECTED_CONF
     parsed = yaml.safe_load(conf)
     assert parsed["auto-compaction-retention"] == "24h"
-    assert "client-cert-auth" not in parsed["client-transport-security"]
+    # Pigsty's default: clients need no certificate of their own; peers always do.
+    assert parsed["client-transport-security"]["client-cert-auth"] is False
+    assert parsed["peer-transport-security"]["client-cert-auth"] is True
+    with_auth = yaml.safe_load(render_etcd_conf(member(client_cert_auth=True), [], "new"))
+    assert with_auth["client-transport-security"]["client-cert-auth"] is True
 
 
 def test_etcd_conf_follows_member_variables() -> None:

@@ -94,6 +94,7 @@ def _member(reader: _HostReader, base: Path) -> Member:
         rm_data=get("etcd_rm_data", _to_bool, False),
         rm_pkg=get("etcd_rm_pkg", _to_bool, False),
         cert_validity_days=get("cert_validity", _to_days, 0),
+        client_cert_auth=get("etcd_client_cert_auth", _to_bool, False),
         ssh=_ssh_target(reader, base),
         vars=dict(reader.values),
     )

@@ -10,6 +10,8 @@ import ipaddress
 import re
 from collections.abc import Callable
 
+from etcdsop.datadir import data_dir_problem
+
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _ETCD_NAME_RE = re.compile(r"[A-Za-z0-9-]+")
 _PG_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -42,7 +44,14 @@ _EXPECT = {
     "ansible_ssh_private_key_file": "a path",
     "ansible_ssh_common_args": "ssh options; StrictHostKeyChecking yes, accept-new, no or off",
 }
-_BOOLEAN_KEYS = ("etcd_learner", "etcd_safeguard", "etcd_rm_data", "etcd_rm_pkg", "pg_vip_enabled")
+_BOOLEAN_KEYS = (
+    "etcd_learner",
+    "etcd_safeguard",
+    "etcd_rm_data",
+    "etcd_rm_pkg",
+    "etcd_client_cert_auth",
+    "pg_vip_enabled",
+)
 _EXPECT.update(dict.fromkeys(_BOOLEAN_KEYS, "true or false"))
 # Ansible's legacy spellings of the connection vars mean the same thing.
 _EXPECT.update(
@@ -152,6 +161,9 @@ def _to_data_dir(value: object) -> str:
     parts = text.split("/")
     if not _DATA_DIR_RE.fullmatch(text) or ".." in parts or text.strip("/") == "":
         raise _Bad()
+    problem = data_dir_problem(text.rstrip("/"))
+    if problem:
+        raise _Bad(problem)
     return text.rstrip("/")
 
 

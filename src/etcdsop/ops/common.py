@@ -46,6 +46,8 @@ class ClusterView:
     members: tuple[MemberInfo, ...] = ()
     answered: frozenset[str] = field(default_factory=frozenset)  # IPs serving this cluster
     foreign: frozenset[str] = field(default_factory=frozenset)  # IPs serving another one
+    # IPs whose client port refuses our certificates (another CA): never "no cluster".
+    tls_refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def live(self) -> bool:
@@ -145,8 +147,8 @@ class Context:
 
     def pki_hint(self) -> str:
         return (
-            f"copy files/pki from the admin node that created the cluster to "
-            f"{self.pki_dir.parent}, or point --pki-dir at it"
+            f"copy the pki directory of the admin node that created the cluster to "
+            f"{self.pki_dir}, or point --pki-dir at such a copy"
         )
 
     def client(
@@ -176,8 +178,12 @@ class Context:
             raise ClusterError(f"no started voter of cluster {self.inventory.cluster!r} answers")
         return self.client(endpoints)
 
-    def probe(self) -> ClusterView:
-        """Ask every inventory member for the member list; group answers by cluster id."""
+    def probe(self, *, tls_refusals: bool = False) -> ClusterView:
+        """Ask every inventory member for the member list; group answers by cluster id.
+
+        A host whose client port refuses this admin node's certificates raises
+        GuardRefused, unless tls_refusals: then they are in the view for the caller.
+        """
         if self.tls_files() is None:
             return ClusterView()
         base = self.client(timeout=3.0)
@@ -212,16 +218,11 @@ class Context:
         for value in results.values():
             if isinstance(value, ClusterError):
                 raise value
-        if tls_refused:
-            # Something serves TLS there that our CA and certificate do not fit: never
-            # "no cluster" (that would let create issue a new CA, destroy skip its backup).
-            ip, why = sorted(tls_refused.items())[0]
-            raise GuardRefused(
-                f"host {ip}: etcd's client port refuses this admin node's certificates "
-                f"({why}): the cluster was set up with another CA: {self.pki_hint()}"
-            )
+        refused = tuple(sorted(tls_refused.items()))
+        if refused and not tls_refusals:
+            raise self.tls_refusal(refused)
         if not answers:
-            return ClusterView()
+            return ClusterView(tls_refused=refused)
         inventory_peers = {m.peer_url for m in self.inventory.members}
 
         def weight(cluster_id: int) -> int:
@@ -236,6 +237,16 @@ class Context:
             members=tuple(members),
             answered=frozenset(ip for ip, (cid, _) in answers.items() if cid == best),
             foreign=frozenset(ip for ip, (cid, _) in answers.items() if cid != best),
+            tls_refused=refused,
+        )
+
+    def tls_refusal(self, refused: Sequence[tuple[str, str]]) -> GuardRefused:
+        # Something serves TLS there that our CA and certificate do not fit: never
+        # "no cluster" (that would let create issue a new CA, destroy skip its backup).
+        ip, why = refused[0]
+        return GuardRefused(
+            f"host {ip}: etcd's client port refuses this admin node's certificates "
+            f"({why}): the cluster was set up with another CA: {self.pki_hint()}"
         )
 
     def wait_healthy(

@@ -78,9 +78,11 @@ def create(ctx: Context, *, promote_timeout: float = 300.0) -> CreateResult:
     ctx.connect(targets)
     report.phase("gather facts")
     facts = gather_facts(ctx, targets)
+    view = ctx.probe(tls_refusals=True)
+    check_guards(targets, facts, view)  # another cluster's host: named as such first
     check_pki(ctx, targets, facts)
-    view = ctx.probe()
-    check_guards(targets, facts, view)
+    if view.tls_refused:
+        raise ctx.tls_refusal(view.tls_refused)
     joiners = _joiners(targets, view)
 
     report.phase("certificates")

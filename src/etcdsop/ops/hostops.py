@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from etcdsop.datadir import data_dir_problem
 from etcdsop.errors import InputError
 from etcdsop.model import Member
 from etcdsop.remote import RemoteHost
@@ -25,14 +26,11 @@ exit 0
 
 
 def safe_data_dir(member: Member) -> str:
-    """Refuse to wipe anything that does not look like a dedicated data dir."""
-    path = PurePosixPath(member.data_dir)
-    if not path.is_absolute() or len(path.parts) < 3 or ".." in path.parts:
-        raise InputError(
-            f"host {member.ip}: etcd_data {member.data_dir!r} is not a dedicated "
-            "absolute directory (e.g. /data/etcd): refusing to delete it"
-        )
-    return str(path)
+    """Refuse to wipe anything that is not a dedicated data dir (as the inventory does)."""
+    problem = data_dir_problem(member.data_dir)
+    if problem:
+        raise InputError(f"host {member.ip}: etcd_data {problem}: refusing to delete it")
+    return str(PurePosixPath(member.data_dir))
 
 
 def stop_etcd(host: RemoteHost) -> None:

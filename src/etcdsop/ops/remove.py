@@ -58,17 +58,17 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
         view = ctx.probe()
         if not view.live:
             # Without a member list we cannot tell a member from a leftover: touch nothing.
+            _refuse_without_pki(ctx)
             raise GuardRefused(
                 f"no member of cluster {ctx.inventory.cluster!r} answers, so membership and "
                 "quorum cannot be checked: nothing was removed (to destroy the whole "
                 "cluster, run etcdsop rm without IPs)"
             )
         entry = find_live(member, view.members)
+        _check_cleanup(ctx, [member], force=force)
         if entry is None:
             ctx.report.host(member.ip, "not a member (anymore): cleaning the host only", "info")
-            _check_cleanup(ctx, [member], force=force)
         else:
-            _check_cleanup(ctx, [member], force=force, skip_unreachable=True)
             stays = _guard_removal(ctx, view, member, entry, force=force)
             if backup and result.snapshot is None:
                 result.snapshot = _snapshot(ctx, view, exclude=entry.id)
@@ -93,9 +93,10 @@ def destroy(ctx: Context, *, backup: bool, force: bool = False) -> RemoveResult:
     members = list(ctx.inventory.members)
     check_safeguard(members)
     result = RemoveResult()
-    _check_cleanup(ctx, members, force=force, skip_unreachable=True)
+    _check_cleanup(ctx, members, force=force)
     if backup:
         try:
+            _refuse_without_pki(ctx)
             view = ctx.probe()
             if not view.live:
                 raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
@@ -120,6 +121,15 @@ def destroy(ctx: Context, *, backup: bool, force: bool = False) -> RemoveResult:
         f"{ctx.inventory.path} or run etcdsop create to start anew"
     ]
     return result
+
+
+def _refuse_without_pki(ctx: Context) -> None:
+    """Without the admin certificate no member can answer: say so, not "no cluster"."""
+    if ctx.tls_files() is None:
+        raise GuardRefused(
+            f"no admin certificate under {ctx.pki_dir}, so the cluster cannot be asked "
+            f"anything and nothing was changed: {ctx.pki_hint()}"
+        )
 
 
 # -- steps ----------------------------------------------------------------------------
@@ -208,9 +218,7 @@ def _move_leadership_away(
         )
 
 
-def _check_cleanup(
-    ctx: Context, members: Sequence[Member], *, force: bool, skip_unreachable: bool = False
-) -> None:
+def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> None:
     """Refuse (exit 3) before anything changes when a host holds etcd things that its
     own etcd.conf does not show to be this member's; --force overrides."""
     if not any(m.rm_data for m in members):
@@ -221,9 +229,7 @@ def _check_cleanup(
         try:
             host.connect()
         except ClusterError:
-            if skip_unreachable:
-                return None  # reported (and skipped) by the cleanup itself
-            raise
+            return None  # reported (and skipped) by the cleanup itself
         return gather(host, member.data_dir, (ETCD_CONF,))
 
     results = ctx.parallel([m for m in members if m.rm_data], look)

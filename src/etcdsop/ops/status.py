@@ -39,11 +39,14 @@ class StatusResult:
     quorum: int = 0
     tolerates: int = 0
     leaders: int = 0
+    auth_enabled: bool | None = None  # None: could not be asked
     notes: list[str] = field(default_factory=list)  # inventory vs live disagreements
 
     @property
     def healthy(self) -> bool:
-        return bool(self.members) and all(m.healthy for m in self.members) and self.leaders == 1
+        members_ok = bool(self.members) and all(m.healthy for m in self.members)
+        # An open cluster (auth off) is a problem too: anyone with a client cert writes.
+        return members_ok and self.leaders == 1 and self.auth_enabled is True
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +115,15 @@ def status(ctx: Context) -> StatusResult:
     result.leaders = len(leader_ids)
     if len(leader_ids) > 1:
         result.notes.append("members disagree on the leader")
+    try:
+        result.auth_enabled = ctx.voter_client(view).auth_enabled()
+    except ClusterError as exc:
+        result.notes.append(f"auth state unknown: {exc.message}")
+    if result.auth_enabled is False:
+        result.notes.append(
+            "auth is disabled: anyone with a client certificate can write; "
+            "etcdsop create enables it"
+        )
     live_peers = {u for mi in view.members for u in mi.peer_urls}
     for m in inventory.members:
         if m.peer_url not in live_peers:
