@@ -28,6 +28,7 @@ from etcdsop.cli_options import (
     StrictOpt,
     TimeoutOpt,
     VerboseOpt,
+    WaitOpt,
     YesOpt,
 )
 from etcdsop.errors import EtcdsopError
@@ -96,11 +97,20 @@ def _with_context(
     verbose: bool,
     quiet: bool,
     fn: Callable[..., Any],
+    *,
+    lock: bool = False,
+    wait: float = 0.0,
     **option_kwargs: Any,
 ) -> Any:
+    """Load, build the context, run fn; a changing command (lock) holds the cluster's
+    lock throughout and leaves an audit line."""
     inv = _load(inventory, extra)
     ctx, reporter = _context(inv, _options(**option_kwargs), verbose, quiet)
     try:
+        if lock:
+            from etcdsop.ops.session import run_locked
+
+            return run_locked(ctx, reporter, fn, wait=wait)
         return fn(ctx, reporter)
     finally:
         ctx.close()
@@ -118,6 +128,7 @@ def create(
     dry_run: DryRunOpt = False,
     timeout: TimeoutOpt = 60.0,
     promote_timeout: PromoteTimeoutOpt = 300.0,
+    wait: WaitOpt = 0.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -143,6 +154,8 @@ def create(
             verbose,
             False,
             go,
+            lock=not dry_run,
+            wait=wait,
             limit=limit,
             forks=forks,
             pki_dir=pki_dir,
@@ -246,6 +259,7 @@ def add(
     yes: YesOpt = False,
     promote_timeout: PromoteTimeoutOpt = 300.0,
     timeout: TimeoutOpt = 60.0,
+    wait: WaitOpt = 0.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -282,6 +296,8 @@ def add(
             verbose,
             False,
             go,
+            lock=True,
+            wait=wait,
             forks=forks,
             pki_dir=pki_dir,
             strict_host_keys=strict_host_keys,
@@ -298,6 +314,7 @@ def promote(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds the learner may take to catch up.")
     ] = 300.0,
+    wait: WaitOpt = 0.0,
     json_output: JsonOpt = False,
 ) -> None:
     """Promote a learner to a voter once it is in sync (through the leader)."""
@@ -313,7 +330,9 @@ def promote(
                 print_json({"ip": member.ip, "id": entry.hex_id, "learner": entry.is_learner})
             reporter.summary(f"{member.name} ({member.ip}) is a voter")
 
-        _with_context(inventory, extra_vars, False, False, go, pki_dir=pki_dir)
+        _with_context(
+            inventory, extra_vars, False, False, go, lock=True, wait=wait, pki_dir=pki_dir
+        )
 
 
 @app.command()
@@ -341,6 +360,7 @@ def rm(
         typer.Option("--no-backup", help="Skip the snapshot taken before any destructive step."),
     ] = False,
     timeout: TimeoutOpt = 60.0,
+    wait: WaitOpt = 0.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -383,11 +403,32 @@ def rm(
             verbose,
             False,
             go,
+            lock=True,
+            wait=wait,
             forks=forks,
             pki_dir=pki_dir,
             strict_host_keys=strict_host_keys,
             wait_timeout=timeout,
         )
+
+
+@app.command("log")
+def log_cmd(
+    inventory: InventoryOpt = DEFAULT_INVENTORY,
+    last: Annotated[int, typer.Option("-n", "--last", min=1, help="How many entries.")] = 20,
+    json_output: JsonOpt = False,
+) -> None:
+    """The audit trail of changing commands (files/log/etcdsop.jsonl beside the inventory)."""
+    with _errors_to_exit_codes():
+        from etcdsop import audit
+        from etcdsop.console import audit_table, print_json
+
+        files = _load(inventory, None).files_dir
+        records = audit.read(files, last)
+        if json_output:
+            print_json(records)
+        else:
+            audit_table(records, files / audit.LOG_NAME)
 
 
 # -- sandbox --------------------------------------------------------------------------

@@ -48,6 +48,14 @@ PromoteTimeoutOpt = Annotated[
         help="Seconds a joining learner may take to start, receive the data and catch up.",
     ),
 ]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another etcdsop holding this cluster's lock (default: none).",
+    ),
+]
 DEFAULT_INVENTORY = Path("pigsty.yml")
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change (diffs, secrets masked).")

@@ -21,6 +21,7 @@ from etcdsop.cli_options import (
     StrictOpt,
     TimeoutOpt,
     VerboseOpt,
+    WaitOpt,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def reload(
     pki_dir: PkiOpt = None,
     strict_host_keys: StrictOpt = False,
     timeout: TimeoutOpt = 60.0,
+    wait: WaitOpt = 0.0,
     verbose: VerboseOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -96,6 +98,8 @@ def reload(
             verbose,
             False,
             go,
+            lock=not dry_run,
+            wait=wait,
             forks=forks,
             pki_dir=pki_dir,
             strict_host_keys=strict_host_keys,
@@ -109,6 +113,7 @@ def rbac_sync(
     extra_vars: ExtraOpt = None,
     pki_dir: PkiOpt = None,
     dry_run: DryRunOpt = False,
+    wait: WaitOpt = 0.0,
     json_output: JsonOpt = False,
 ) -> None:
     """One etcd role and user per PostgreSQL cluster: readwrite on <pg_namespace>/<pg_cluster>/."""
@@ -130,7 +135,17 @@ def rbac_sync(
             verb = "would change" if dry_run else "changed"
             reporter.summary(f"{changed} of {len(results)} cluster account(s) {verb}")
 
-        _with_context(inventory, extra_vars, False, False, go, pki_dir=pki_dir, dry_run=dry_run)
+        _with_context(
+            inventory,
+            extra_vars,
+            False,
+            False,
+            go,
+            lock=not dry_run,
+            wait=wait,
+            pki_dir=pki_dir,
+            dry_run=dry_run,
+        )
 
 
 def env(

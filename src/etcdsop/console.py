@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -140,3 +141,28 @@ def _size(value: int | None) -> str:
     if value is None:
         return "-"
     return f"{value / 1024 / 1024:.1f}M" if value >= 1024 * 1024 else f"{value // 1024}K"
+
+
+def audit_table(records: list[dict[str, Any]], path: Path) -> None:
+    """The audit trail, oldest first: who ran what, when, and how it ended."""
+    if not records:
+        out.print(f"no entries in {path}")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("time (UTC)", "who", "command", "outcome", "exit", "s", "snapshot"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        outcome = str(r.get("outcome", ""))
+        color = {"ok": "green", "refused": "yellow"}.get(outcome, "red")
+        table.add_row(
+            escape(str(r.get("time", ""))),
+            escape(f"{r.get('user', '?')}@{r.get('host', '?')}"),
+            escape(str(r.get("command", ""))),
+            f"[{color}]{escape(outcome)}[/]",
+            str(r.get("exit_code", "")),
+            str(r.get("seconds", "")),
+            escape(", ".join(Path(p).name for p in r.get("snapshots", []) or [])),
+        )
+    out.print(table)

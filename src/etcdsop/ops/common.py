@@ -75,6 +75,7 @@ class Context:
         )
         self._hosts: dict[str, RemoteHost] = {}
         self._pki: Pki | None = None
+        self.snapshots: list[str] = []  # taken during this run (for the audit trail)
 
     @property
     def pki_dir(self) -> Path:

@@ -156,6 +156,7 @@ def _snapshot(ctx: Context, view: ClusterView, exclude: int | None) -> str:
     path = save_snapshot(client, sources[0].client_urls[0], backup_dir, ctx.inventory.cluster)
     size = path.stat().st_size
     ctx.report.info(f"snapshot from {sources[0].name}: {path} ({size} bytes, verified)")
+    ctx.snapshots.append(str(path))
     return str(path)
 
 

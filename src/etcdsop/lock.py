@@ -1,0 +1,284 @@
+"""One operator at a time: a lock per cluster, in etcd and on the admin node.
+
+- In etcd: key `/etcdsop/lock/<cluster>`, created in a transaction only when absent,
+  bound to a lease the holder renews (TTL 15 s), so a holder that crashed frees it by
+  itself. The value says who holds it. Two admin nodes (or two copies of `files/`)
+  meet here. The per-PostgreSQL-cluster users are granted their own prefix only.
+- On the admin node: an flock on `files/.etcdsop.lock`: always taken, and the only
+  lock while no cluster answers yet (a new cluster).
+
+Read-only commands take neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from etcdsop.errors import ClusterError, GuardRefused
+from etcdsop.etcd import EtcdClient, EtcdOutcomeUnknown
+
+LOCK_PREFIX = "/etcdsop/lock/"
+LEASE_TTL = 15  # seconds: a crashed holder frees the lock within this
+RENEW_EVERY = LEASE_TTL / 3
+POLL = 0.5
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    user: str
+    pid: int
+    command: str
+    started: str  # UTC, ISO 8601
+    token: str  # tells our own lock from another holder's after a lost answer
+
+    @classmethod
+    def me(cls, command: str) -> Holder:
+        return cls(
+            host=socket.gethostname(),
+            user=_user(),
+            pid=os.getpid(),
+            command=command,
+            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            token=secrets.token_hex(8),
+        )
+
+    def describe(self) -> str:
+        try:
+            since = datetime.fromisoformat(self.started)
+            age = f", for {(datetime.now(timezone.utc) - since).total_seconds():.0f}s"
+        except ValueError:
+            age = ""
+        return f"{self.user}@{self.host} (pid {self.pid}) running `{self.command}`{age}"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Holder | None:
+        try:
+            data = json.loads(raw)
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _user() -> str:
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return str(os.getuid())
+
+
+def lock_key(cluster: str) -> str:
+    return f"{LOCK_PREFIX}{cluster}"
+
+
+def _b64(raw: bytes | str) -> str:
+    return base64.b64encode(raw.encode() if isinstance(raw, str) else raw).decode()
+
+
+class FileLock:
+    """flock on the admin node; the holder is written into the file for the next one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, me: Holder, *, wait: float, say: Callable[[str], None]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = Holder.parse(os.pread(fd, 4096, 0))
+                who = holder.describe() if holder else "another etcdsop"
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise GuardRefused(
+                        f"{self.path} is locked by {who}: one command at a time "
+                        "(--wait SECONDS waits for it)"
+                    ) from None
+                if not told:
+                    say(f"waiting for the admin-node lock held by {who}")
+                    told = True
+                time.sleep(POLL)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.to_bytes(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+class EtcdLock:
+    """The cluster's lock key on a lease kept alive by a thread while held."""
+
+    def __init__(self, client: EtcdClient, cluster: str) -> None:
+        self.client = client
+        self.key = lock_key(cluster)
+        self.lease: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def acquire(self, me: Holder, *, wait: float, say: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + wait
+        last: tuple[Holder | None, int] | None = None  # holder seen, its lease's TTL
+        while True:
+            other = self._try(me)
+            if other is None:
+                self._keep_alive()
+                if last is not None and last[1] < LEASE_TTL - RENEW_EVERY - 1:
+                    who = last[0].describe() if last[0] else "another etcdsop"
+                    say(
+                        f"lock taken: the one held by {who} expired (its holder stopped "
+                        "renewing it: it crashed or lost etcd)"
+                    )
+                return
+            holder, ttl = other
+            who = holder.describe() if holder else "another etcdsop"
+            stale = (
+                ""
+                if ttl >= LEASE_TTL - RENEW_EVERY - 1
+                else (f"; its lease is not renewed (crashed?) and expires in {ttl}s")
+            )
+            if time.monotonic() >= deadline:
+                raise GuardRefused(
+                    f"cluster is locked by {who}{stale}: one command at a time "
+                    "(--wait SECONDS waits for it)"
+                )
+            if last is None:
+                say(f"waiting for the cluster lock held by {who}{stale}")
+            last = other
+            time.sleep(POLL)
+
+    def _try(self, me: Holder) -> tuple[Holder | None, int] | None:
+        """None when we hold the lock now; else the holder and its lease's TTL."""
+        current, lease = self._read()
+        if current is not None or lease:
+            return current, self._ttl(lease)
+        # A lease nobody uses is harmless (it expires): granting is safe to repeat.
+        self.lease = int(self.client.call("/v3/lease/grant", {"TTL": LEASE_TTL})["ID"])
+        body = {
+            "compare": [
+                {
+                    "key": _b64(self.key),
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": "0",
+                }
+            ],
+            "success": [
+                {
+                    "request_put": {
+                        "key": _b64(self.key),
+                        "value": _b64(me.to_bytes()),
+                        "lease": str(self.lease),
+                    }
+                }
+            ],
+            "failure": [],
+        }
+        try:
+            succeeded = bool(
+                self.client.call("/v3/kv/txn", body, idempotent=False).get("succeeded")
+            )
+        except EtcdOutcomeUnknown:
+            current, _lease = self._read()  # our token there: the put went through
+            succeeded = current is not None and current.token == me.token
+        if succeeded:
+            return None
+        self._revoke()
+        current, lease = self._read()
+        return current, self._ttl(lease)
+
+    def _read(self) -> tuple[Holder | None, int]:
+        data = self.client.call("/v3/kv/range", {"key": _b64(self.key)})
+        kvs = data.get("kvs", [])
+        if not kvs:
+            return None, 0
+        raw = base64.b64decode(kvs[0].get("value", ""))
+        return Holder.parse(raw), int(kvs[0].get("lease", 0) or 0)
+
+    def _ttl(self, lease: int) -> int:
+        if not lease:
+            return LEASE_TTL
+        with contextlib.suppress(ClusterError):
+            data = self.client.call("/v3/lease/timetolive", {"ID": str(lease)})
+            return int(data.get("TTL", 0) or 0)
+        return LEASE_TTL
+
+    def _keep_alive(self) -> None:
+        def renew() -> None:
+            while not self._stop.wait(RENEW_EVERY):
+                try:
+                    data = self.client.call("/v3/lease/keepalive", {"ID": str(self.lease)})
+                    if int(data.get("result", {}).get("TTL", 0) or 0) <= 0:
+                        self.lost = True
+                except ClusterError:
+                    continue  # the next renewal may reach another voter
+
+        self._thread = threading.Thread(target=renew, name="etcdsop-lock", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=RENEW_EVERY + 10)
+        self._revoke()
+
+    def _revoke(self) -> None:
+        if self.lease is not None:
+            # Revoking deletes the key; if it fails the lease expires within LEASE_TTL.
+            with contextlib.suppress(ClusterError):
+                self.client.call("/v3/lease/revoke", {"ID": str(self.lease)})
+            self.lease = None
+
+
+@contextlib.contextmanager
+def cluster_lock(
+    lock_file: Path,
+    cluster_client: Callable[[], EtcdClient | None],
+    cluster: str,
+    command: str,
+    *,
+    wait: float,
+    say: Callable[[str], None],
+) -> Iterator[Holder]:
+    """Hold the admin-node lock and, when the cluster answers, its etcd lock."""
+    me = Holder.me(command)
+    local = FileLock(lock_file)
+    local.acquire(me, wait=wait, say=say)
+    remote: EtcdLock | None = None
+    try:
+        client = cluster_client()
+        if client is not None:
+            remote = EtcdLock(client, cluster)
+            remote.acquire(me, wait=wait, say=say)
+        say(f"lock held: {lock_key(cluster) if remote else 'admin node only (no cluster answers)'}")
+        yield me
+    finally:
+        if remote is not None:
+            remote.release()
+        local.release()
