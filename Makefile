@@ -30,7 +30,7 @@ unit:
 	$(PYTHON) -m pytest -m 'not e2e' -q
 
 test: setup lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=20
 
 bench: setup
 	$(PYTHON) bench/run.py

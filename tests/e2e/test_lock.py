@@ -76,7 +76,7 @@ def test_two_adds_at_once_and_add_with_rm_at_once(four: Cluster) -> None:
     seen = wait_for_line(adder, "lock held: /etcdsop/lock/etcd")
     queued = four.cli("rm", ips[2], "-y", "--wait", "120")
     assert finish(adder, seen)[0] == 0
-    assert "waiting for the cluster lock held by" in flat(queued.stderr)
+    assert "lock held by root@" in flat(queued.stderr)  # the admin node's: same directory
     members = four.members()
     assert sorted(m.client_urls[0] for m in members) == sorted(url(ip) for ip in [*ips[:2], ips[3]])
     assert not any(m.is_learner for m in members)
@@ -113,7 +113,7 @@ def test_two_rolling_restarts_at_once_never_overlap(four: Cluster) -> None:
     assert code == 0, output
     assert sorted(json.loads(out)["restarted"]) == sorted(four.ips)
     assert json.loads(second.stdout)["restarted"] == []
-    assert "waiting for the cluster lock held by" in flat(second.stderr)
+    assert "waiting for the admin-node lock held by" in flat(second.stderr)
     assert four.voters() == sorted(url(ip) for ip in four.ips)
 
 
@@ -134,7 +134,7 @@ def test_audit_trail_records_every_changing_command_with_secrets_masked(
     four: Cluster,
 ) -> None:
     four.cli("create", "-l", ",".join(four.ips), "-e", "pg_etcd_password=NotInTheLog.42")
-    four.cli("create", "--dry-run")  # read-only: no lock, no line
+    four.cli("create", "--dry-run", "-l", ",".join(four.ips))  # read-only: no lock, no line
     refused = four.cli("rm", four.ips[0], "-y", "-e", "etcd_safeguard=true", check=False)
     assert refused.returncode == 3
     records = json.loads(four.cli("log", "-n", "3", "--json").stdout)

@@ -114,7 +114,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         sandbox.check_supported()
     except InputError as exc:
-        pytest.skip(exc.message)
+        pytest.fail(f"the sandbox tests need the sandbox: {exc.message}")
     path = tmp_path_factory.mktemp("sandbox")
     yield path
     sandbox.down(state_dir=path)  # idempotent: also after test_down_leaves_nothing
