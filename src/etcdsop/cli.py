@@ -349,10 +349,14 @@ def rm(
     yes: YesOpt = False,
     force: Annotated[
         bool,
+        typer.Option("--force", help="DANGEROUS: remove even when the quorum guard refuses."),
+    ] = False,
+    force_cleanup: Annotated[
+        bool,
         typer.Option(
-            "--force",
-            help="DANGEROUS: remove even when the quorum guard refuses, and clean a host "
-            "whose etcd files do not show they are this member's.",
+            "--force-cleanup",
+            help="Stop and clean a host even when its etcd files do not show they are this "
+            "member's (directories holding other things are still kept).",
         ),
     ] = False,
     no_backup: Annotated[
@@ -381,7 +385,9 @@ def rm(
                     for m in members
                 ]
                 _confirm(reporter, ["warning: removing etcd members", *plan], 3, yes, "removing")
-                result = remove(ctx, members, force=force, backup=not no_backup)
+                result = remove(
+                    ctx, members, force=force, backup=not no_backup, force_cleanup=force_cleanup
+                )
             else:
                 check_safeguard(ctx.inventory.members)
                 hosts = ", ".join(m.ip for m in ctx.inventory.members)
@@ -390,7 +396,7 @@ def rm(
                     "ALL DATA IN IT WILL BE DESTROYED"
                 )
                 _confirm(reporter, [], 5, yes, "destroying the cluster")
-                result = destroy(ctx, backup=not no_backup, force=force)
+                result = destroy(ctx, backup=not no_backup, force_cleanup=force_cleanup)
             if json_output:
                 print_json(result.to_json())
             for step in result.next_steps:

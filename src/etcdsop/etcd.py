@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,15 +23,20 @@ from etcdsop.errors import ClusterError, InputError
 # request was refused before it reached raft, so sending it elsewhere is safe.
 ASK_ANOTHER = (
     "rpc not supported for learner",
-    "etcdserver: no leader",
     "etcdserver: not capable",
 )
+# "No leader" is refused before raft for reads; a change forwarded to a leader
+# (promote on 3.4) may answer it after the leader applied it: unknown, for changes.
+NO_LEADER = "etcdserver: no leader"
 # Answers after which the request may still commit (etcd gave up waiting, not the
 # proposal): a non-idempotent call is never re-sent on these without reading state.
 OUTCOME_UNKNOWN = (
     "request timed out",
     "leader changed",
     "request cancelled",
+    "server stopped",
+    "transport is closing",
+    "client connection is closing",
 )
 
 
@@ -50,7 +56,12 @@ class EtcdApiError(ClusterError):
 
     @property
     def ask_another(self) -> bool:
+        """Refused before raft, whatever the call: safe to send to another member."""
         return any(t in self.etcd_message for t in ASK_ANOTHER)
+
+    @property
+    def no_leader(self) -> bool:
+        return NO_LEADER in self.etcd_message
 
 
 class EtcdUnreachable(ClusterError):
@@ -193,6 +204,12 @@ class EtcdClient:
         )
         self.tls = tls
 
+    def with_timeout(self, timeout: float) -> EtcdClient:
+        """The same endpoints and credentials with another read timeout (own pool)."""
+        return EtcdClient(
+            self.endpoints, self.tls, user=self.user, password=self._password, timeout=timeout
+        )
+
     def for_endpoints(self, endpoints: Sequence[str]) -> EtcdClient:
         """A client with the same credentials aimed at other endpoints."""
         other = EtcdClient(
@@ -232,21 +249,24 @@ class EtcdClient:
         *,
         endpoint: str | None = None,
         idempotent: bool = True,
+        auth: bool = True,
     ) -> Any:
         """POST to one endpoint (or the first that serves it), authenticating as needed."""
         body = body or {}
         targets = [endpoint] if endpoint else self.endpoints
         errors: list[str] = []
+        tls_refusals = 0
         for target in targets:
             try:
                 try:
-                    self._ensure_token(target)
+                    if auth:
+                        self._ensure_token(target)
                 except EtcdOutcomeUnknown as exc:  # only authenticating timed out
                     raise EtcdUnreachable(exc.message) from exc
                 try:
-                    return self._post_one(target, path, body, auth=True)
+                    return self._post_one(target, path, body, auth=auth)
                 except EtcdApiError as exc:
-                    if "invalid auth token" not in exc.etcd_message or not self.user:
+                    if "invalid auth token" not in exc.etcd_message or not self.user or not auth:
                         raise
                     self._token = None
                     self._auth_checked = False
@@ -254,15 +274,19 @@ class EtcdClient:
                     return self._post_one(target, path, body, auth=True)
             except EtcdUnreachable as exc:
                 errors.append(exc.message)
+                tls_refusals += isinstance(exc, EtcdTlsError)
             except EtcdApiError as exc:
-                if not exc.ask_another:
+                if exc.no_leader and not idempotent:
+                    raise EtcdOutcomeUnknown(exc.message) from exc
+                if not (exc.ask_another or exc.no_leader):
                     raise
                 errors.append(exc.message)
             except EtcdOutcomeUnknown as exc:
                 if not idempotent:
                     raise
                 errors.append(exc.message)
-        raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
+        kind = EtcdTlsError if errors and tls_refusals == len(errors) else EtcdUnreachable
+        raise kind("; ".join(errors) or "no etcd endpoint answered")
 
     def _ensure_token(self, endpoint: str) -> None:
         if self._auth_checked or not self.user:
@@ -288,7 +312,17 @@ class EtcdClient:
 
     # -- cluster -------------------------------------------------------------------
     def member_list(self, *, endpoint: str | None = None) -> list[MemberInfo]:
-        return self.member_list_with_cluster(endpoint=endpoint)[1]
+        """Without a token where etcd allows it: authenticating needs a quorum, and the
+        list is wanted most when there is none."""
+        try:
+            data = self.call("/v3/cluster/member/list", {}, endpoint=endpoint, auth=False)
+        except EtcdApiError as exc:
+            if "user name is empty" not in exc.etcd_message and (
+                "permission denied" not in exc.etcd_message
+            ):
+                raise
+            data = self.call("/v3/cluster/member/list", {}, endpoint=endpoint)
+        return [parse_member(m) for m in data.get("members", [])]
 
     def member_list_with_cluster(
         self, *, endpoint: str | None = None, anonymous: bool = False
@@ -442,7 +476,7 @@ class EtcdClient:
                     "permission denied" in exc.etcd_message
                 ):
                     return True
-                if not exc.ask_another:
+                if not (exc.ask_another or exc.no_leader):  # a read: any voter will do
                     raise
                 errors.append(exc.message)
                 continue
@@ -530,7 +564,7 @@ class EtcdClient:
             except EtcdApiError as exc:
                 if "authentication failed" in exc.etcd_message:
                     return False
-                if not exc.ask_another:
+                if not (exc.ask_another or exc.no_leader):  # a read: any voter will do
                     raise
                 errors.append(exc.message)
                 continue
@@ -571,7 +605,11 @@ class EtcdClient:
 def transport_error(endpoint: str, exc: urllib3.exceptions.HTTPError) -> ClusterError:
     """Sort a urllib3 failure: never sent (safe to send elsewhere) or outcome unknown."""
     if isinstance(exc, urllib3.exceptions.SSLError):
-        return EtcdTlsError(f"{endpoint}: TLS handshake failed ({_short(exc)})")
+        # A certificate that does not verify ends the handshake before anything is
+        # sent; any other TLS error may come while the answer is read (sent, then).
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            return EtcdTlsError(f"{endpoint}: TLS handshake failed ({_short(exc)})")
+        return EtcdOutcomeUnknown(f"{endpoint}: TLS error ({_short(exc)})")
     if isinstance(
         exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
     ):
@@ -581,6 +619,21 @@ def transport_error(endpoint: str, exc: urllib3.exceptions.HTTPError) -> Cluster
     if isinstance(exc, urllib3.exceptions.ProtocolError):
         return EtcdOutcomeUnknown(f"{endpoint}: connection lost ({_short(exc)})")
     return EtcdUnreachable(f"{endpoint}: no answer ({_short(exc)})")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether kind is anywhere in exc's chain (cause, context, or wrapped in args)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            return True
+        todo += [item.__cause__, item.__context__, *item.args]
+    return False
 
 
 def _short(exc: Exception) -> str:

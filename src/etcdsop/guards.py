@@ -54,6 +54,12 @@ def create_refusal(
             f"host {ip} holds etcd cluster {token!r}, not {member.cluster!r} "
             f"(initial-cluster-token in {ETCD_CONF}): {rm_hint}"
         )
+    if cluster_live and live is not None and live.started and not facts.has_data:
+        return (
+            f"host {ip} is member {live.name or live.hex_id} of the live cluster but "
+            f"{data} holds no etcd data: started so, it would crash (or rejoin empty); "
+            f"replace it: etcdsop rm {ip}, then etcdsop add {ip}"
+        )
     if cluster_live and live is None:
         if facts.has_data:
             return (
@@ -121,22 +127,30 @@ def foreign_entries(facts: HostFacts) -> list[str]:
     return [e for e in facts.data_entries if e != "lost+found"]
 
 
-def cleanup_refusal(member: Member, facts: HostFacts) -> str | None:
-    """Why removing etcd from this host could delete what is not ours, or None.
+INSTALL_MARKER = ".etcdsop-installed"  # in /var/lib/etcd: etcdsop installed the package
+PACKAGE_DEFAULT = "default"  # the data dir of the package's own etcd, started on install
+
+
+def cleanup_refusal(member: Member, facts: HostFacts, rm_data: bool = True) -> str | None:
+    """Why stopping (and, with rm_data, deleting) etcd on this host could touch what is
+    not ours, or None.
 
     Ours is what the host's own etcd.conf says belongs to this member of this
-    cluster (its name, the cluster's token, the inventory's data dir).
+    cluster (its name, the cluster's token, the inventory's data dir and peer URL).
     """
     ip = member.ip
     conf = existing_conf(facts)
+    var_lib = [e for e in facts.var_lib_entries if e != INSTALL_MARKER]
+    if INSTALL_MARKER in facts.var_lib_entries:  # the package's default data is ours too
+        var_lib = [e for e in var_lib if e != PACKAGE_DEFAULT]
     if conf is None:
         found = []
         if facts.running:
             found.append("an etcd running without /etc/etcd/etcd.conf")
-        if facts.has_data or foreign_entries(facts):
+        if rm_data and (facts.has_data or foreign_entries(facts)):
             found.append(f"{member.data_dir} holding files")
-        if facts.var_lib_entries:
-            found.append(f"/var/lib/etcd holding {', '.join(facts.var_lib_entries[:5])}")
+        if rm_data and var_lib:
+            found.append(f"/var/lib/etcd holding {', '.join(var_lib[:5])}")
         if found:
             return f"host {ip} has no etcd.conf of cluster {member.cluster!r} but " + (
                 " and ".join(found)
@@ -149,11 +163,14 @@ def cleanup_refusal(member: Member, facts: HostFacts) -> str | None:
         problems.append(f"member name {conf.get('name')!r}")
     if str(conf.get("data-dir", "")).rstrip("/") != member.data_dir:
         problems.append(f"data dir {conf.get('data-dir')!r}")
+    peer = conf.get("initial-advertise-peer-urls")
+    if peer is not None and str(peer) != member.peer_url:
+        problems.append(f"peer URL {peer!r}")
     if problems:
         return (
             f"host {ip}: its {ETCD_CONF} is not {member.name} of cluster {member.cluster!r} "
-            f"with data dir {member.data_dir} ({', '.join(problems)})"
+            f"at {member.peer_url} with data dir {member.data_dir} ({', '.join(problems)})"
         )
-    if foreign_entries(facts):
+    if rm_data and foreign_entries(facts):
         return f"host {ip}: {member.data_dir} holds files but no etcd data"
     return None

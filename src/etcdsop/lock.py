@@ -12,6 +12,7 @@ Read-only commands take neither.
 
 from __future__ import annotations
 
+import _thread
 import base64
 import contextlib
 import fcntl
@@ -148,7 +149,7 @@ class EtcdLock:
         while True:
             other = self._try(me)
             if other is None:
-                self._keep_alive()
+                self._keep_alive(say)
                 if last is not None and last[1] < LEASE_TTL - RENEW_EVERY - 1:
                     who = last[0].describe() if last[0] else "another etcdsop"
                     say(
@@ -229,15 +230,27 @@ class EtcdLock:
             return int(data.get("TTL", 0) or 0)
         return LEASE_TTL
 
-    def _keep_alive(self) -> None:
+    def _keep_alive(self, say: Callable[[str], None]) -> None:
+        # Short tries, so that two hung endpoints cannot outlast the lease between them.
+        client = self.client.with_timeout(2.0)
+
         def renew() -> None:
-            while not self._stop.wait(RENEW_EVERY):
+            renewed = time.monotonic()
+            while not self._stop.wait(RENEW_EVERY / 2):
                 try:
-                    data = self.client.call("/v3/lease/keepalive", {"ID": str(self.lease)})
-                    if int(data.get("result", {}).get("TTL", 0) or 0) <= 0:
-                        self.lost = True
+                    data = client.call("/v3/lease/keepalive", {"ID": str(self.lease)})
+                    if int(data.get("result", {}).get("TTL", 0) or 0) > 0:
+                        renewed = time.monotonic()
+                        continue
                 except ClusterError:
-                    continue  # the next renewal may reach another voter
+                    if time.monotonic() - renewed < LEASE_TTL:
+                        continue  # the next try may reach another voter
+                # The lease is gone: another operator may hold the lock now. Stop the
+                # command the way Ctrl-C does (every step converges from there).
+                self.lost = True
+                say("LOST the cluster lock (its lease expired): stopping as if interrupted")
+                _thread.interrupt_main()
+                return
 
         self._thread = threading.Thread(target=renew, name="etcdsop-lock", daemon=True)
         self._thread.start()

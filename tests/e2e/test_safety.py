@@ -209,6 +209,19 @@ def test_sop_manual_path_verbatim_announce_learner_create_promote(
     cluster.assert_keys([ips[1]])
 
 
+def test_a_voter_announced_by_hand_on_a_1_member_cluster_is_started(
+    clean: Bed, tmp_path: Path
+) -> None:
+    ips = clean.ips[:2]
+    cluster = make(clean, tmp_path, ips, ips[:1])
+    # Without --learner: the quorum is 2 at once and waits for this member.
+    clean.ssh(ips[0], f"bash -lc 'etcdctl member add etcd-2 --peer-urls=https://{ips[1]}:2380'")
+    cluster.cli("create", "-l", ips[1], "-e", "etcd_init=existing")
+    assert cluster.voters() == sorted(url(ip) for ip in ips)
+    assert all(cluster.client().health(url(ip)) for ip in ips)
+    cluster.assert_keys([ips[1]])
+
+
 # -- 3. a rollback never costs quorum ---------------------------------------------------
 def test_grow_one_member_onto_a_host_whose_client_port_is_taken(clean: Bed, tmp_path: Path) -> None:
     ips = clean.ips[:2]
@@ -256,18 +269,27 @@ def test_copied_inventory_in_another_directory_changes_nothing(clean: Bed, tmp_p
     ips = clean.ips[:3]
     first = tmp_path / "admin-1"
     first.mkdir()
-    cluster = make(clean, first, ips, ips)
+    cluster = make(clean, first, clean.ips[:4], ips)
     second = tmp_path / "admin-2"
     second.mkdir()
     shutil.copy(cluster.inventory, second / "pigsty.yml")
     ca_before = clean.each(ips, "sha256sum /etc/etcd/ca.crt")
     units_before = invocation_ids(clean, ips)
 
-    for args in (["create", "--dry-run"], ["create"], ["rm", ips[2], "-y"], ["rm", "-y"]):
+    spare = clean.ips[3]  # in the inventory, not a member: -l on it alone
+    cases = (
+        ["create", "--dry-run", "-l", ",".join(ips)],
+        ["create", "-l", ",".join(ips)],
+        ["create", "-l", spare, "-e", "etcd_init=existing"],
+        ["rm", ips[2], "-y"],
+        ["rm", "-y"],
+    )
+    for args in cases:
         proc = run_cli(*args, "-i", str(second / "pigsty.yml"), check=False)
         assert proc.returncode == 3, (args, proc.stderr)
         assert "files/pki" in flat(proc.stderr), proc.stderr
     assert not (second / "files" / "pki" / "ca").exists()
+    assert clean.ssh(spare, "test -e /etc/etcd/etcd.conf", check=False).returncode != 0
     assert clean.each(ips, "sha256sum /etc/etcd/ca.crt") == ca_before
     assert invocation_ids(clean, ips) == units_before
     assert cluster.voters() == sorted(url(ip) for ip in ips)
@@ -296,6 +318,44 @@ def test_rm_of_a_non_member_holding_foreign_etcd_data(clean: Bed, tmp_path: Path
     found = clean.ssh(ips[3], "cat /var/lib/etcd/default/member/snap/db").stdout
     assert found == "precious\n"
     assert len(cluster.members()) == 3
+
+
+def test_rm_of_a_non_member_running_a_standalone_etcd(clean: Bed, tmp_path: Path) -> None:
+    ips = clean.ips[:4]
+    cluster = make(clean, tmp_path, ips, ips[:3])
+    # Debian's own etcd (its unit, /var/lib/etcd/default), with a key of its own.
+    standalone = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379"
+    clean.ssh(
+        ips[3],
+        f"rm -rf /etc/etcd /data/etcd && systemctl start etcd && {standalone} put /mine 1",
+    )
+    try:
+        for extra in ([], ["-e", "etcd_rm_data=false"]):
+            proc = cluster.cli("rm", ips[3], "-y", *extra, check=False)
+            assert proc.returncode == 3, proc.stderr
+            assert "an etcd running without /etc/etcd/etcd.conf" in flat(proc.stderr)
+        assert clean.ssh(ips[3], "systemctl is-active etcd").stdout.strip() == "active"
+        assert clean.ssh(ips[3], f"{standalone} get /mine --print-value-only").stdout == "1\n"
+    finally:
+        clean.ssh(ips[3], "systemctl stop etcd; rm -rf /var/lib/etcd/default", check=False)
+
+
+def test_rm_when_the_inventory_peer_url_no_longer_matches_and_a_wiped_member(
+    clean: Bed, tmp_path: Path
+) -> None:
+    ips = clean.ips[:2]
+    cluster = make(clean, tmp_path, ips, ips)
+    # The inventory's peer port was edited: the member is not found by its peer URL.
+    proc = cluster.cli("rm", ips[1], "-y", "-e", "etcd_peer_port=2381", check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "does not match the cluster" in flat(proc.stderr), proc.stderr
+    assert cluster.voters() == sorted(url(ip) for ip in ips)
+    assert clean.ssh(ips[1], "test -d /data/etcd/member", check=False).returncode == 0
+    # A member whose data dir is gone is never started empty: rm, then add.
+    clean.ssh(ips[1], "systemctl stop etcd && rm -rf /data/etcd/member")
+    proc = cluster.cli("create", "-l", ips[1], check=False)
+    assert proc.returncode == 3 and "holds no etcd data" in flat(proc.stderr), proc.stderr
+    assert clean.ssh(ips[1], "systemctl is-active etcd", check=False).stdout.strip() != "active"
 
 
 # -- 7. restarts are quorum-guarded in create too -----------------------------------------

@@ -52,6 +52,9 @@ find /etc/etcd /etc/profile.d -maxdepth 1 -type f \
   \( -name 'etcd.conf.*.bak' -o -name 'etcd.pass.*.bak' -o -name 'etcdctl.sh.*.bak' \) \
   -delete 2>/dev/null
 rm -rf --one-file-system "$data"
+if [ -e /var/lib/etcd/.etcdsop-installed ]; then
+  rm -rf --one-file-system /var/lib/etcd/default /var/lib/etcd/.etcdsop-installed
+fi
 rmdir /etc/etcd /var/lib/etcd 2>/dev/null
 for d in /etc/etcd /var/lib/etcd; do [ -d "$d" ] && echo "kept $d"; done
 systemctl daemon-reload

@@ -78,36 +78,42 @@ def join_member(
     certs = issue_certificates(ctx, [joiner], [])
     apply_plans(ctx, [plan_member(ctx, joiner, [joiner], facts[joiner.ip], view, certs)])
 
-    created = entry is None
-    if entry is None:
-        entry = add_member(
-            voters, member.peer_url, learner=True, timeout=ctx.options.wait_timeout
-        ).member
-        ctx.report.host(member.ip, f"member {entry.hex_id} added as learner", "changed")
-    else:
-        kind = "learner" if entry.is_learner else "voter"
-        ctx.report.host(
-            member.ip, f"announced before as {kind} {entry.hex_id}: starting it as it is", "info"
-        )
-    promote = entry.is_learner and not member.learner and (created or promote_announced)
+    state = _Progress(created=entry is None)
     try:
+        if entry is None:
+            entry = add_member(
+                voters, member.peer_url, learner=True, timeout=ctx.options.wait_timeout
+            ).member
+            ctx.report.host(member.ip, f"member {entry.hex_id} added as learner", "changed")
+        else:
+            kind = "learner" if entry.is_learner else "voter"
+            ctx.report.host(
+                member.ip,
+                f"announced before as {kind} {entry.hex_id}: starting it as it is",
+                "info",
+            )
+        state.member_id = entry.id
+        promote = entry.is_learner and not member.learner and (state.created or promote_announced)
         ctx.host(member).run(["systemctl", "start", "--no-block", "etcd"], timeout=60)
         wait_started(ctx, voters, member, entry, timeout=promote_timeout)
         if promote:
+            state.promote_sent = True  # from here on the member may be a voter
             promote_in_sync(ctx, voters, member, entry, promote_timeout)
         done = verify(ctx, voters, member, entry.id, learner=entry.is_learner and not promote)
     except (EtcdsopError, KeyboardInterrupt) as exc:
         why = exc.message if isinstance(exc, EtcdsopError) else "interrupted"
-        raise undo(
-            ctx,
-            voters,
-            member,
-            entry.id,
-            created=created,
-            why=why,
-            interrupted=not isinstance(exc, EtcdsopError),
-        ) from exc
+        interrupted = not isinstance(exc, EtcdsopError)
+        raise undo(ctx, voters, member, state, why=why, interrupted=interrupted) from exc
     return Joined(member.ip, done.hex_id, done.is_learner)
+
+
+@dataclass
+class _Progress:
+    """How far a join got: what undoing it may touch."""
+
+    created: bool  # the member add is ours (it may have been applied even if unanswered)
+    member_id: int | None = None  # None: the add's answer never came
+    promote_sent: bool = False  # the member may be a voter: never stop or remove it
 
 
 def preflight(ctx: Context, view: ClusterView, member: Member, own: MemberInfo | None) -> None:
@@ -123,6 +129,9 @@ def preflight(ctx: Context, view: ClusterView, member: Member, own: MemberInfo |
             f"a pending member must be finished first: {who}: promote it "
             "(etcdsop promote IP) or remove it (etcdsop rm IP)"
         )
+    # An announced voter that never started counts toward the quorum already: on a
+    # 1-member cluster it is what the quorum waits for, so no leader is asked for then.
+    needs_it = own is not None and not own.is_learner
     client = ctx.voter_client(view)
     for voter in view.members:
         if own is not None and voter.id == own.id:
@@ -135,7 +144,7 @@ def preflight(ctx: Context, view: ClusterView, member: Member, own: MemberInfo |
                 f"voter {voter.name} ({url}) does not answer: a new member "
                 f"would lower the fault tolerance further ({exc.message})"
             ) from exc
-        if not status.leader:
+        if not status.leader and not needs_it:
             raise GuardRefused(f"voter {voter.name} knows no leader: cluster not healthy")
     ctx.connect([member])
 
@@ -154,6 +163,12 @@ def leader_url(ctx: Context, voters: EtcdClient) -> str:
         if leader is not None:
             return leader.client_urls[0]
     raise ClusterError("no voter reports a leader")
+
+
+def leader_list(ctx: Context, voters: EtcdClient) -> list[MemberInfo]:
+    """The member list as the leader has it: a follower cut off from its peers still
+    answers, with a list that may be stale (3.4 serves it from local state)."""
+    return voters.member_list(endpoint=leader_url(ctx, voters))
 
 
 def _progress(ctx: Context, voters: EtcdClient, member: Member) -> str:
@@ -238,6 +253,7 @@ def promote_in_sync(
             leader_url=lambda: leader_url(ctx, voters),
             timeout=timeout,
             on_waiting=waiting,
+            read=lambda: leader_list(ctx, voters),
         )
     except ClusterError as exc:
         raise MemberError(
@@ -276,13 +292,18 @@ def undo(
     ctx: Context,
     voters: EtcdClient,
     member: Member,
-    member_id: int,
+    state: _Progress,
     *,
-    created: bool,
     why: str,
     interrupted: bool,
 ) -> EtcdsopError:
-    """Undo a failed join as far as that is safe; the error to raise, saying what is left."""
+    """Undo a failed join as far as that is safe; the error to raise, saying what is left.
+
+    Decided on the leader's member list. A member that is, or may be, a voter (a
+    promote was sent) is never stopped or removed: that could cost the quorum. A
+    learner is removed first, stopped after (a learner's stop costs nothing), and its
+    data wiped only once the leader's list no longer has it.
+    """
     ctx.report.host(member.ip, f"failed ({why})", "failed")
     host = ctx.host(member)
     journal = ""
@@ -293,29 +314,32 @@ def undo(
     lead = f"{member.ip}: adding {member.name} failed: {why}"
 
     def listed() -> MemberInfo | bool | None:
-        """The entry, None when absent, False when the list cannot be read."""
+        """Our entry in the leader's list, None when absent, False when unreadable."""
         try:
-            return next((m for m in voters.member_list() if m.id == member_id), None)
+            members = leader_list(ctx, voters)
         except ClusterError:
             return False
+        if state.member_id is not None:
+            return next((m for m in members if m.id == state.member_id), None)
+        return next((m for m in members if member.peer_url in m.peer_urls), None)
 
     now = listed()
     if now is False:
         return error_type(
-            f"{lead}; the member list cannot be read, so nothing was undone: "
+            f"{lead}; no leader answers the member list, so nothing was undone: "
             f"check `etcdsop status`, then re-run `etcdsop add {member.ip}`",
             details=details,
         )
-    if isinstance(now, MemberInfo) and not now.is_learner:
-        # A voter counts toward the quorum: stopping or removing it here could cost it.
+    if state.promote_sent or (isinstance(now, MemberInfo) and not now.is_learner):
         return error_type(
-            f"{lead}; {member.name} is a voter already and is kept (nothing undone): "
-            f"re-run `etcdsop add {member.ip}` to finish",
+            f"{lead}; {member.name} is (or may be) a voter already and is kept, nothing "
+            f"undone (stopping it could cost the quorum): re-run `etcdsop add {member.ip}` "
+            "to finish",
             details=details,
         )
-    if not created:
+    if not state.created:
         with contextlib.suppress(EtcdsopError):
-            hostops.stop_etcd(host)  # a learner or an unstarted member: no quorum cost
+            hostops.stop_etcd(host)  # a learner or not a member: stopping costs no quorum
         return error_type(
             f"{lead}; it was announced before this run and is left in the member list as "
             f"it was (etcd stopped on the host): fix the cause and re-run, or remove it "
@@ -324,13 +348,18 @@ def undo(
         )
     ctx.report.host(member.ip, "rolling back: remove the learner, stop etcd, wipe its data", "info")
     problems: list[str] = []
-    if now is not None:  # a learner: removing it never changes the quorum
+    if isinstance(now, MemberInfo):  # a learner: removing it never changes the quorum
         try:
-            remove_member(voters, member_id, timeout=ctx.options.wait_timeout)
+            remove_member(
+                voters,
+                now.id,
+                timeout=ctx.options.wait_timeout,
+                read=lambda: leader_list(ctx, voters),
+            )
         except EtcdsopError as exc:
             problems.append(f"member remove: {exc.message}")
     try:
-        hostops.stop_etcd(host)
+        hostops.stop_etcd(host)  # a learner (no promote was ever sent) or gone
     except EtcdsopError as exc:
         problems.append(f"stop: {exc.message}")
     if listed() is None:
@@ -339,10 +368,12 @@ def undo(
         except EtcdsopError as exc:
             problems.append(f"wipe: {exc.message}")
     else:
-        problems.append("its data dir is kept: the member is still in the list")
-    state = (
+        problems.append(
+            f"its data dir is kept: the member may still be in the list (`etcdsop rm {member.ip}`)"
+        )
+    state_text = (
         "rolled back, member list as before"
         if not problems
         else "ROLLBACK INCOMPLETE: " + "; ".join(problems)
     )
-    return error_type(f"{lead}; {state}", details=details)
+    return error_type(f"{lead}; {state_text}", details=details)

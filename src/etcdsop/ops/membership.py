@@ -36,10 +36,13 @@ def find_peer(members: list[MemberInfo], peer_url: str) -> MemberInfo | None:
     return next((m for m in members if peer_url in m.peer_urls), None)
 
 
-def _read(client: EtcdClient) -> list[MemberInfo] | None:
+Reader = Callable[[], list[MemberInfo]]
+
+
+def _read(client: EtcdClient, read: Reader | None = None) -> list[MemberInfo] | None:
     """The member list, or None when no voter answers right now (retry later)."""
     try:
-        return client.member_list()
+        return read() if read is not None else client.member_list()
     except ClusterError:
         return None
 
@@ -109,6 +112,7 @@ def remove_member(
     member_id: int,
     *,
     timeout: float,
+    read: Reader | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
@@ -116,7 +120,7 @@ def remove_member(
     passes = _Passes(f"member remove {member_id:x}", timeout, sleep, clock)
     sent = False
     while True:
-        members = _read(client)
+        members = _read(client, read)
         if members is None:
             passes.next("no voter answers the member list")
             continue
@@ -144,6 +148,7 @@ def promote_member(
     leader_url: Callable[[], str],
     timeout: float,
     on_waiting: Callable[[], None] | None = None,
+    read: Reader | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> MemberInfo:
@@ -154,7 +159,7 @@ def promote_member(
     """
     passes = _Passes(f"promote {member_id:x}", timeout, sleep, clock)
     while True:
-        members = _read(client)
+        members = _read(client, read)
         if members is None:
             passes.next("no voter answers the member list")
             continue

@@ -50,7 +50,14 @@ def check_safeguard(members: Sequence[Member]) -> None:
         )
 
 
-def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool) -> RemoveResult:
+def remove(
+    ctx: Context,
+    members: Sequence[Member],
+    *,
+    force: bool,
+    backup: bool,
+    force_cleanup: bool = False,
+) -> RemoveResult:
     check_safeguard(members)
     result = RemoveResult()
     for member in members:
@@ -65,7 +72,9 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
                 "cluster, run etcdsop rm without IPs)"
             )
         entry = find_live(member, view.members)
-        _check_cleanup(ctx, [member], force=force)
+        if entry is None:
+            _check_not_a_member(member, view)
+        _check_cleanup(ctx, [member], force=force_cleanup)
         if entry is None:
             ctx.report.host(member.ip, "not a member (anymore): cleaning the host only", "info")
         else:
@@ -84,7 +93,7 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
     return result
 
 
-def destroy(ctx: Context, *, backup: bool, force: bool = False) -> RemoveResult:
+def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> RemoveResult:
     """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say.
 
     Without a verified snapshot only with --no-backup: a cluster that does not answer
@@ -93,7 +102,7 @@ def destroy(ctx: Context, *, backup: bool, force: bool = False) -> RemoveResult:
     members = list(ctx.inventory.members)
     check_safeguard(members)
     result = RemoveResult()
-    _check_cleanup(ctx, members, force=force)
+    _check_cleanup(ctx, members, force=force_cleanup)
     if backup:
         try:
             _refuse_without_pki(ctx)
@@ -219,11 +228,27 @@ def _move_leadership_away(
         )
 
 
-def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> None:
-    """Refuse (exit 3) before anything changes when a host holds etcd things that its
-    own etcd.conf does not show to be this member's; --force overrides."""
-    if not any(m.rm_data for m in members):
+def _check_not_a_member(member: Member, view: ClusterView) -> None:
+    """A host that the peer-URL lookup misses may still be a member (the inventory's
+    port or address changed since): never clean a host the cluster still counts."""
+    named = next((m for m in view.members if m.name == member.name), None)
+    if named is None and member.ip not in view.answered:
         return
+    why = (
+        f"a member named {member.name} has peer URL {', '.join(named.peer_urls)}"
+        if named is not None
+        else f"{member.ip} answers as a member"
+    )
+    raise GuardRefused(
+        f"{member.ip}: its inventory peer URL {member.peer_url} is not in the member list, "
+        f"but {why}: the inventory does not match the cluster (etcd_peer_port or the "
+        "address changed?); nothing was changed"
+    )
+
+
+def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> None:
+    """Refuse (exit 3) before anything changes when a host runs or holds etcd things
+    that its own etcd.conf does not show to be this member's; --force-cleanup overrides."""
 
     def look(member: Member) -> HostFacts | None:
         host = ctx.host(member)
@@ -233,23 +258,23 @@ def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> N
             return None  # reported (and skipped) by the cleanup itself
         return gather(host, member.data_dir, (ETCD_CONF,))
 
-    results = ctx.parallel([m for m in members if m.rm_data], look)
+    results = ctx.parallel(members, look)
     refusals = []
     for member in members:
         value = results.get(member.ip)
         if isinstance(value, ClusterError):
             raise value
-        if isinstance(value, HostFacts) and (why := cleanup_refusal(member, value)):
+        if isinstance(value, HostFacts) and (why := cleanup_refusal(member, value, member.rm_data)):
             refusals.append(why)
     if not refusals:
         return
     if force:
         for why in refusals:
-            ctx.report.warn(f"--force: cleaning anyway: {why}")
+            ctx.report.warn(f"--force-cleanup: cleaning anyway: {why}")
         return
     raise GuardRefused(
         f"refusing to delete anything, nothing was changed: {refusals[0]}: remove it by "
-        "hand if it is not needed, or --force",
+        "hand if it is not needed, or --force-cleanup",
         details="\n".join(refusals[1:]) or None,
     )
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from etcdsop import audit
-from etcdsop.errors import EtcdsopError, GuardRefused
+from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused
 from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.events import Reporter
 from etcdsop.lock import Holder, cluster_lock
@@ -89,6 +89,11 @@ def _voters(ctx: Context, reporter: Reporter) -> EtcdClient | None:
         if "authentication is not enabled" not in exc.etcd_message:
             raise
         accepted = True  # an open cluster: no password needed
+    except ClusterError as exc:
+        # Authenticating needs a quorum: without one (a 1-member cluster waiting for an
+        # announced voter) the command that restores it must still run.
+        reporter.warn(f"cluster lock not taken, the cluster has no quorum now ({exc.message})")
+        return None
     if not accepted:
         # `reload -t etcd` is how the live root password is brought to the inventory's.
         reporter.warn(

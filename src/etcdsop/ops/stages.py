@@ -19,7 +19,7 @@ from etcdsop.model import Member
 from etcdsop.ops.common import ClusterView, Context
 from etcdsop.plan import HostPlan, find_live, plan_host
 from etcdsop.remote import RemoteFileSpec
-from etcdsop.render import ETCD_CONF, PeerRef, node_dirs, node_files, render_etcd_conf
+from etcdsop.render import CA_CRT, ETCD_CONF, PeerRef, node_dirs, node_files, render_etcd_conf
 
 CERT_PLACEHOLDER = b"(certificate to be issued)\n"
 
@@ -41,10 +41,17 @@ def gather_facts(ctx: Context, targets: Sequence[Member]) -> dict[str, HostFacts
 def check_pki(ctx: Context, targets: Sequence[Member], facts: dict[str, HostFacts]) -> None:
     """Refuse (exit 3) before any certificate is issued when the hosts trust a CA that
     is not this admin node's: a second admin directory without the cluster's PKI
-    would otherwise create a CA and restart every member onto it."""
+    would otherwise create a CA and restart every member onto it. Without a local CA
+    the other inventory hosts are looked at too (`-l` may name only a new one)."""
     path = ctx.pki_dir / "ca" / "ca.crt"
     local = path.read_bytes() if path.is_file() else None
-    refusals = [why for m in targets if (why := pki_refusal(m, facts[m.ip], local))]
+    facts = dict(facts)
+    others = [m for m in ctx.inventory.members if m.ip not in facts]
+    if local is None and others:
+        found = ctx.parallel(others, lambda m: gather(ctx.host(m), m.data_dir, (CA_CRT, ETCD_CONF)))
+        facts |= {ip: f for ip, f in found.items() if isinstance(f, HostFacts)}  # reachable
+    members = [m for m in ctx.inventory.members if m.ip in facts]
+    refusals = [why for m in members if (why := pki_refusal(m, facts[m.ip], local))]
     if refusals:
         raise GuardRefused(
             f"refusing to go on, nothing was changed: {refusals[0]}: {ctx.pki_hint()}",
@@ -209,8 +216,18 @@ def _apply_host(ctx: Context, plan: HostPlan, debian: bool) -> None:
     host = ctx.host(plan.member)
     if plan.install_package:
         host.run(_install_argv(debian), timeout=600)
-        # Debian's package starts a default single-node etcd: ours replaces it.
-        host.run(["systemctl", "stop", "etcd"], check=False, timeout=90)
+        # Debian's package starts a default single-node etcd: ours replaces it. Its data
+        # (/var/lib/etcd/default) is marked ours, for rm to know it may delete it.
+        host.run(
+            [
+                "sh",
+                "-c",
+                "systemctl stop etcd; mkdir -p /var/lib/etcd && touch "
+                "/var/lib/etcd/.etcdsop-installed",
+            ],
+            check=False,
+            timeout=90,
+        )
     prepare: list[list[str]] = []
     if plan.create_user:
         prepare.append(

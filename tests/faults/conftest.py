@@ -1,0 +1,5 @@
+"""The fault-injection suite runs on the e2e suite's sandbox hosts."""
+
+from tests.e2e.conftest import bed, clean
+
+__all__ = ["bed", "clean"]

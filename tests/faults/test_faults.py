@@ -1,0 +1,256 @@
+"""Every interruption converges: stop a command right after each progress line it
+prints (SIGINT, then SIGKILL), run it again, and check the cluster is as the
+inventory says: the member list, every member started, no learner, every key
+written before readable, every etcd.conf whole, the lock free. A writer puts a key
+every 50 ms throughout: the longest run of refused writes is recorded.
+
+The figures of the last run go to $ETCDSOP_FAULTS_REPORT (JSON) for README's table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.e2e.conftest import Bed, run_cli
+from tests.e2e.test_create import client
+
+from etcdsop.errors import ClusterError
+from etcdsop.etcd import EtcdClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+KEYS = {f"/app/fault/{i:03d}": f"v{i}" for i in range(100)}
+SIGNALS = (("SIGINT", signal.SIGINT), ("SIGKILL", signal.SIGKILL))
+LINE = re.compile(r"^\s*\d+\.\d\ds ")  # a progress line: elapsed seconds first
+REPORT = Path(os.environ.get("ETCDSOP_FAULTS_REPORT", "/tmp/etcdsop-faults.json"))
+
+
+@dataclass
+class Figures:
+    command: str
+    fault_points: int = 0
+    converged: int = 0
+    keys_lost: int = 0
+    longest_outage_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+class Writer:
+    """A key every 50 ms through the voters; the longest stretch of refused writes."""
+
+    def __init__(self, make_client: Callable[[], EtcdClient]) -> None:
+        self.make_client = make_client
+        self.ok = 0
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        c = self.make_client()
+        failing_since: float | None = None
+        i = 0
+        while not self._stop.is_set():
+            try:
+                c.put(f"/app/writer/{i:06d}", "x")
+                self.ok += 1
+                failing_since = None
+            except ClusterError:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                self.longest = max(self.longest, now - failing_since)
+            i += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def interrupt_after(args: list[str], index: int, sig: int) -> tuple[int, str]:
+    """Run etcdsop; send sig right after its index-th progress line (or let it end)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcdsop", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    count = 0
+    for line in proc.stderr:
+        seen.append(line)
+        if LINE.match(line):
+            if count == index:
+                proc.send_signal(sig)
+                break
+            count += 1
+    seen.append(proc.stderr.read())
+    return proc.wait(timeout=300), "".join(seen)
+
+
+def progress_lines(args: list[str]) -> list[str]:
+    proc = run_cli(*args)
+    return [line for line in proc.stderr.splitlines() if LINE.match(line)]
+
+
+class Harness:
+    def __init__(self, bed: Bed, inventory: Path, ips: list[str]) -> None:
+        self.bed, self.inventory, self.ips = bed, inventory, ips
+
+    def client(self, ips: list[str]) -> EtcdClient:
+        return client(self.inventory, ips)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "-i", str(self.inventory), check=check)
+
+    def converged(self, voters: list[str], absent: list[str], keys: bool = True) -> list[str]:
+        """What differs from: exactly `voters` as started voters, `absent` cleaned."""
+        problems = []
+        try:
+            members = self.client(voters).member_list()
+        except ClusterError as exc:
+            return [f"no member list: {exc.message}"]
+        peers = sorted(m.peer_urls[0] for m in members)
+        if peers != sorted(f"https://{ip}:2380" for ip in voters):
+            problems.append(f"members {peers}")
+        if any(not m.started or m.is_learner for m in members):
+            problems.append("a member unstarted or a learner")
+        if keys:
+            got = self.client(voters).get_prefix("/app/fault/")
+            lost = [k for k, v in KEYS.items() if got.get(k) != v.encode()]
+            if lost:
+                problems.append(f"keys lost: {len(lost)}")
+        if self.client(voters).get("/etcdsop/lock/etcd") is not None:
+            problems.append("the cluster lock is still held")
+        for ip, text in self.bed.each(voters, "cat /etc/etcd/etcd.conf").items():
+            conf = yaml.safe_load(text)
+            if not isinstance(conf, dict) or conf.get("data-dir") != "/data/etcd":
+                problems.append(f"{ip}: etcd.conf not whole")
+        for ip in absent:
+            if self.bed.ssh(ip, "test -e /data/etcd/member", check=False).returncode == 0:
+                problems.append(f"{ip}: data dir left")
+        return problems
+
+    def keys_lost(self, voters: list[str]) -> int:
+        got = self.client(voters).get_prefix("/app/fault/")
+        return sum(1 for k, v in KEYS.items() if got.get(k) != v.encode())
+
+
+def record(figures: Figures) -> None:
+    data = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
+    data[figures.command] = asdict(figures)
+    REPORT.write_text(json.dumps(data, indent=2))
+
+
+def sweep(
+    harness: Harness,
+    name: str,
+    args: list[str],
+    *,
+    voters_after: list[str],
+    absent_after: list[str],
+    writer_ips: list[str],
+    reset: Callable[[], None],
+) -> Figures:
+    """Each progress line x each signal: interrupt, re-run, check, reset."""
+    figures = Figures(name)
+    lines = progress_lines([*args, "-i", str(harness.inventory)])
+    reset()
+    for signame, sig in SIGNALS:
+        for index in range(len(lines)):
+            where = f"{signame} after line {index + 1}/{len(lines)} ({lines[index].strip()[:60]})"
+            with Writer(lambda: harness.client(writer_ips)) as writer:
+                _code, output = interrupt_after([*args, "-i", str(harness.inventory)], index, sig)
+                rerun = harness.cli(*args, "--wait", "60", check=False)
+            figures.fault_points += 1
+            figures.longest_outage_s = max(figures.longest_outage_s, round(writer.longest, 2))
+            if rerun.returncode != 0:
+                figures.failures.append(
+                    f"{where}: re-run exited {rerun.returncode}: "
+                    f"{rerun.stderr[-600:]}\n--- interrupted run:\n"
+                    f"{output[-800:]}"
+                )
+            else:
+                problems = harness.converged(voters_after, absent_after)
+                if problems:
+                    figures.failures.append(f"{where}: {'; '.join(problems)}")
+                else:
+                    figures.converged += 1
+            figures.keys_lost = max(figures.keys_lost, harness.keys_lost(voters_after))
+            reset()
+    record(figures)
+    return figures
+
+
+@pytest.fixture
+def harness(clean: Bed, tmp_path: Path) -> Iterator[Harness]:
+    ips = clean.ips[:4]
+    inventory = clean.inventory(tmp_path, ips)
+    yield Harness(clean, inventory, ips)
+
+
+def _write_keys(h: Harness, ips: list[str]) -> None:
+    c = h.client(ips)
+    for key, value in KEYS.items():
+        c.put(key, value)
+
+
+def test_add_converges_after_an_interruption_at_every_step(harness: Harness) -> None:
+    ips = harness.ips
+    harness.cli("create", "-l", ",".join(ips[:3]))
+    _write_keys(harness, ips[:3])
+
+    def reset() -> None:
+        harness.cli("rm", ips[3], "-y", "--no-backup", "--wait", "60")
+        harness.bed.wipe([ips[3]])
+
+    figures = sweep(
+        harness,
+        "add",
+        ["add", ips[3], "-y"],
+        voters_after=ips,
+        absent_after=[],
+        writer_ips=ips[:3],
+        reset=reset,
+    )
+    assert figures.failures == [], "\n\n".join(figures.failures)
+    assert figures.keys_lost == 0 and figures.fault_points >= 10
+
+
+def test_rm_converges_after_an_interruption_at_every_step(harness: Harness) -> None:
+    ips = harness.ips
+    harness.cli("create", "-l", ",".join(ips))
+    _write_keys(harness, ips)
+
+    def reset() -> None:
+        harness.bed.wipe([ips[3]])
+        harness.cli("add", ips[3], "-y", "--wait", "60")
+
+    figures = sweep(
+        harness,
+        "rm",
+        ["rm", ips[3], "-y"],
+        voters_after=ips[:3],
+        absent_after=[ips[3]],
+        writer_ips=ips[:3],
+        reset=reset,
+    )
+    assert figures.failures == [], "\n\n".join(figures.failures)
+    assert figures.keys_lost == 0 and figures.fault_points >= 8
