@@ -73,6 +73,9 @@ class Writer:
             i += 1
             self._stop.wait(0.05)
 
+    def stop_now(self) -> None:
+        self._stop.set()
+
     def __enter__(self) -> Writer:
         self._thread.start()
         return self
@@ -166,8 +169,9 @@ def sweep(
     *,
     voters_after: list[str],
     absent_after: list[str],
-    writer_ips: list[str],
+    writer_ips: list[str] | None,
     reset: Callable[[], None],
+    keys: bool = True,
 ) -> Figures:
     """Each progress line x each signal: interrupt, re-run, check, reset."""
     figures = Figures(name)
@@ -176,7 +180,9 @@ def sweep(
     for signame, sig in SIGNALS:
         for index in range(len(lines)):
             where = f"{signame} after line {index + 1}/{len(lines)} ({lines[index].strip()[:60]})"
-            with Writer(lambda: harness.client(writer_ips)) as writer:
+            with Writer(lambda: harness.client(writer_ips or voters_after)) as writer:
+                if writer_ips is None:
+                    writer.stop_now()  # no cluster yet to write to
                 _code, output = interrupt_after([*args, "-i", str(harness.inventory)], index, sig)
                 rerun = harness.cli(*args, "--wait", "60", check=False)
             figures.fault_points += 1
@@ -188,12 +194,13 @@ def sweep(
                     f"{output[-800:]}"
                 )
             else:
-                problems = harness.converged(voters_after, absent_after)
+                problems = harness.converged(voters_after, absent_after, keys=keys)
                 if problems:
                     figures.failures.append(f"{where}: {'; '.join(problems)}")
                 else:
                     figures.converged += 1
-            figures.keys_lost = max(figures.keys_lost, harness.keys_lost(voters_after))
+            if keys:
+                figures.keys_lost = max(figures.keys_lost, harness.keys_lost(voters_after))
             reset()
     record(figures)
     return figures
@@ -250,6 +257,62 @@ def test_rm_converges_after_an_interruption_at_every_step(harness: Harness) -> N
         voters_after=ips[:3],
         absent_after=[ips[3]],
         writer_ips=ips[:3],
+        reset=reset,
+    )
+    assert figures.failures == [], "\n\n".join(figures.failures)
+    assert figures.keys_lost == 0 and figures.fault_points >= 8
+
+
+def test_create_of_a_new_cluster_converges_after_an_interruption_at_every_step(
+    harness: Harness,
+) -> None:
+    ips = harness.ips[:3]
+
+    def reset() -> None:
+        harness.bed.wipe(ips)
+
+    figures = sweep(
+        harness,
+        "create (new cluster)",
+        ["create", "-l", ",".join(ips)],
+        voters_after=ips,
+        absent_after=[],
+        writer_ips=None,
+        reset=reset,
+        keys=False,
+    )
+    assert figures.failures == [], "\n\n".join(figures.failures)
+    assert figures.fault_points >= 10
+
+
+def test_create_rolling_restart_converges_after_an_interruption_at_every_step(
+    harness: Harness,
+) -> None:
+    ips = harness.ips[:3]
+    harness.cli("create", "-l", ",".join(ips))
+    _write_keys(harness, ips)
+    beat = iter(range(110, 1000, 10))  # each case changes the heartbeat anew
+
+    def reset() -> None:
+        harness.inventory.write_text(
+            re.sub(
+                r"etcd_heartbeat_interval: \d+",
+                f"etcd_heartbeat_interval: {next(beat)}",
+                harness.inventory.read_text(),
+            )
+        )
+
+    doc = yaml.safe_load(harness.inventory.read_text())
+    doc["all"]["children"]["etcd"]["vars"]["etcd_heartbeat_interval"] = 100
+    harness.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    reset()
+    figures = sweep(
+        harness,
+        "create (rolling restart)",
+        ["create", "-l", ",".join(ips)],
+        voters_after=ips,
+        absent_after=[],
+        writer_ips=ips,
         reset=reset,
     )
     assert figures.failures == [], "\n\n".join(figures.failures)

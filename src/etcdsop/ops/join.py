@@ -134,8 +134,8 @@ def preflight(ctx: Context, view: ClusterView, member: Member, own: MemberInfo |
     needs_it = own is not None and not own.is_learner
     client = ctx.voter_client(view)
     for voter in view.members:
-        if own is not None and voter.id == own.id:
-            continue
+        if needs_it or (own is not None and voter.id == own.id):
+            continue  # without a quorum, no status: they answered the member list
         url = voter.client_urls[0] if voter.client_urls else ""
         try:
             status = client.status(url)
