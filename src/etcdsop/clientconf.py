@@ -48,6 +48,8 @@ _SECRET_FLOW = re.compile(
 # or '-' (numbers), none of the words some YAML parser (Go's too) reads as bool or null.
 _PLAIN_RE = re.compile(r"[A-Za-z_./@][A-Za-z0-9_./@-]*")
 _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+# URLs plain too, as Pigsty writes vip-manager's dcs-endpoints.
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(?:/[A-Za-z0-9._/-]*)?")
 
 
 class ClientConfError(ClusterError):
@@ -90,14 +92,20 @@ class EtcdAccess:
 
 
 # -- public edits ---------------------------------------------------------------------
-# etcd3 keys reload owns; every other key of the section (key_password, use_proxies,
-# retry_timeout...) and every comment inside it is kept as the file has it.
-OWNED_ETCD3 = ("hosts", "protocol", "cacert", "cert", "key", "username", "password")
+# Every etcd3 key reload does not own (key_password, use_proxies, retry_timeout...)
+# and every comment inside the section is kept as the file has it.
 # Ways to name the endpoints that would win over `hosts`: editing hosts would change nothing.
 _ENDPOINT_KEYS = ("url", "proxy", "srv", "srv_suffix")
 
 
-def edit_patroni(content: bytes, etcd3: Mapping[str, Any], *, scope: str, namespace: str) -> bytes:
+def edit_patroni(
+    content: bytes,
+    etcd3: Mapping[str, Any],
+    *,
+    scope: str,
+    namespace: str,
+    citus_group: int | None = None,
+) -> bytes:
     """patroni.yml with the owned keys of its `etcd3:` section set; unchanged if already so.
 
     Only the lines of the keys that change are rewritten (alignment after the colon and
@@ -108,7 +116,7 @@ def edit_patroni(content: bytes, etcd3: Mapping[str, Any], *, scope: str, namesp
     outside the prefix its etcd user may write: Patroni would lose its leader lock.
     """
     text, doc = _parse(content)
-    check_patroni(doc, scope=scope, namespace=namespace)
+    check_patroni(doc, scope=scope, namespace=namespace, citus_group=citus_group)
     section = dict(doc.get("etcd3") or {})
     used = [k for k in _ENDPOINT_KEYS if k in section]
     if used:
@@ -240,7 +248,9 @@ def _trailing_comment(rest: str) -> str:
     return ""
 
 
-def check_patroni(doc: Mapping[str, Any], *, scope: str, namespace: str) -> None:
+def check_patroni(
+    doc: Mapping[str, Any], *, scope: str, namespace: str, citus_group: int | None = None
+) -> None:
     etcd3 = doc.get("etcd3")
     if "etcd3" not in doc:
         raise ClientConfError("has no etcd3: section (etcdsop edits an existing one only)")
@@ -251,10 +261,19 @@ def check_patroni(doc: Mapping[str, Any], *, scope: str, namespace: str) -> None
         raise ClientConfError(
             f"has a {others[0]}: section besides etcd3: (Patroni would use only one of them)"
         )
+    source = "pg_cluster" if citus_group is None else "pg_shard"
     if str(doc.get("scope", "")) != scope:
         raise ClientConfError(
-            f"scope is {doc.get('scope')!r}, not the inventory's pg_cluster {scope!r}"
+            f"scope is {doc.get('scope')!r}, not the inventory's {source} {scope!r}"
         )
+    citus = doc.get("citus")
+    group = citus.get("group") if isinstance(citus, dict) else None
+    if citus_group is not None and group != citus_group:
+        raise ClientConfError(
+            f"citus.group is {group!r}, not the inventory's pg_group {citus_group} (pg_mode citus)"
+        )
+    if citus_group is None and citus is not None:
+        raise ClientConfError("has a citus: section but the inventory's pg_mode is not citus")
     # Patroni's own default namespace is /service; it always appends a slash.
     have = str(doc.get("namespace") or "/service").rstrip("/")
     if have != namespace.rstrip("/"):
@@ -264,12 +283,21 @@ def check_patroni(doc: Mapping[str, Any], *, scope: str, namespace: str) -> None
         )
 
 
-def edit_vip(content: bytes, settings: Mapping[str, Any]) -> bytes:
-    """vip-manager.yml with the keys of settings replaced (or appended when missing)."""
+def edit_vip(content: bytes, settings: Mapping[str, Any], *, readable: str = "") -> bytes:
+    """vip-manager.yml with the keys of settings replaced (or appended when missing).
+
+    readable: the key prefix its etcd user may read; a trigger-key outside it is refused
+    (vip-manager could not read its key and would drop the VIP, its unit still active).
+    """
     text, doc = _parse(content)
     dcs_type = doc.get("dcs-type", "etcd")
     if dcs_type not in ("etcd", "etcd3"):
         raise ClientConfError(f"dcs-type is {dcs_type!r}, not etcd (or etcd3)")
+    trigger = str(doc.get("trigger-key") or "")
+    if readable and not trigger.startswith(readable):
+        raise ClientConfError(
+            f"trigger-key is {trigger!r}, outside {readable} (all its etcd user may read)"
+        )
     changes = {k: v for k, v in settings.items() if doc.get(k) != v}
     if not changes:
         return content
@@ -300,9 +328,17 @@ def edit_vip(content: bytes, settings: Mapping[str, Any]) -> bytes:
             out.append(lines[i])
             i += 1
     if appended:
-        if out and not out[-1].endswith("\n"):
-            out[-1] += eol
-        out += appended
+        # Before a closing document end marker (`...`, as Pigsty's template ends).
+        end = len(out)
+        while end > 0 and (not out[end - 1].strip() or out[end - 1].startswith("#")):
+            end -= 1
+        if end > 0 and out[end - 1].rstrip("\r\n") == "...":
+            end -= 1
+        else:
+            end = len(out)
+        if end > 0 and not out[end - 1].endswith("\n"):
+            out[end - 1] += eol
+        out[end:end] = appended
     new = "".join(out)
     _verify(doc, new, changes)
     return new.encode()
@@ -391,7 +427,8 @@ def _render_key(key: str, value: Any, indent: str, eol: str, old_header: str | N
 def yaml_scalar(value: str) -> str:
     """Plain when that reads back as the same string (https, paths, names), else quoted:
     small diffs against hand-written or Pigsty-rendered files."""
-    if _PLAIN_RE.fullmatch(value) and value.lower() not in _YAML_WORDS:
+    plain = _PLAIN_RE.fullmatch(value) or _URL_RE.fullmatch(value)
+    if plain and value.lower() not in _YAML_WORDS:
         try:
             if yaml.safe_load(value) == value:
                 return value

@@ -327,3 +327,16 @@ def test_mask_secrets_in_flow_style() -> None:
     masked = mask_secrets(text)
     assert "Old.Pw" not in masked and "N,ew" not in masked
     assert f"password: {MASK}, username: u}}" in masked
+
+
+def test_vip_pigsty_file_with_document_markers_and_no_user() -> None:
+    """Pigsty 3.x: `---`/`...` markers, the etcd user commented out: the keys go in before
+    `...`, URLs stay plain as Pigsty writes them."""
+    text = (
+        "---\ninterval: 1000\ndcs-type: etcd\ndcs-endpoints:\n  - https://10.0.0.1:2379\n"
+        '#etcd-user: "patroni"\nverbose: false\n...\n'
+    )
+    new = edit_vip(text.encode(), ACCESS.vip_settings()).decode()
+    assert new.endswith("etcd-key-file: /etc/etcd-client/client.key\n...\n")
+    assert "  - https://10.0.0.2:2379\n  - https://10.0.0.3:2379\n" in new
+    assert yaml.safe_load(new)["etcd-user"] == "pg-test"
