@@ -388,7 +388,8 @@ class ClusterRestart:
 
     def _pause(self, runner: PatroniNode) -> None:
         """Pause the cluster. patronictl exits 0 even when it failed ("Failed: ... 401"):
-        only its "Success" line makes the pause ours; "already paused" is someone else's
+        only its "Success" line (or its wait running out after the pause was set) makes
+        the pause ours; "already paused" is someone else's
         (never resumed by us); any other answer is an error with no pause of ours."""
         try:
             ok, text = _patronictl(runner, "pause", self.timeout + 30)
@@ -396,7 +397,9 @@ class ClusterRestart:
             # The answer was lost: ours if the cluster is paused now (it was not before).
             self.paused_by_us = any(_sees(read_status(n), True) for n in self.nodes)
             raise
-        if ok:
+        # "...didn't recognized pause state after N seconds": our PATCH was accepted, only
+        # patronictl's own wait ran out (ours below decides).
+        if ok or "recognized pause state" in text:
             self.paused_by_us = True
         elif "already paused" not in text:
             command = _command(runner, "pause")
