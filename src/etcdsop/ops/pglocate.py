@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
+from etcdsop.pki import renewal_due
+
 KNOWN_CONFS = ("/etc/patroni/patroni.yml", "/pg/bin/patroni.yml")
-CERT_MARGIN = timedelta(days=30)  # as pki.RENEW_BEFORE: no client cert about to expire
 _SHA256 = hashes.SHA256()
 
 # Arguments: candidate paths. Prints the unit's ExecStart and, for every candidate and
@@ -163,7 +164,8 @@ def tls_verdict(
     except (ValueError, TypeError, InvalidSignature):
         return f"{cert_path} is not issued by the cluster's CA"
     moment = now or datetime.now(timezone.utc)
-    if leaf[0].not_valid_after_utc - moment <= CERT_MARGIN:
+    # Due as our own certificates are (pki.renewal_due): expired, or near its end.
+    if leaf[0].not_valid_after_utc <= moment or renewal_due(leaf[0], ca, moment):
         return f"{cert_path} expires {leaf[0].not_valid_after_utc.date().isoformat()}"
     if not facts.key_matches:
         return f"{paths[2]} is missing or does not match {cert_path}"
