@@ -292,18 +292,20 @@ class PgHost:
     # -- 3: right after the password change -------------------------------------------------
     def reload_now(self) -> None:
         """Patroni reloaded and vip-manager restarted in one round trip (the window)."""
-        units = [
-            UNITS[o.target]
-            for o in self.outcomes
-            if o.status == "changed" and self.facts.active.get(UNITS[o.target]) == "active"
-        ]
-        script = " ; ".join(
-            "systemctl reload patroni" if u == "patroni" else "systemctl restart vip-manager"
-            for u in units
-        )
-        if not script:
+        units = []
+        for o in self.outcomes:
+            unit = UNITS[o.target]
+            state = self.facts.active.get(unit) or "unknown"
+            if o.status == "changed" and state == "active":
+                units.append(unit)
+            elif o.status == "changed":
+                o.message += f"; {unit} is not running ({state}): not touched"
+        if not units:
             return
-        out = self.host.run(["sh", "-c", f"rc=0; {script} || rc=1; exit $rc"], check=False)
+        script = "rc=0; " + "".join(
+            f"systemctl {'reload' if u == 'patroni' else 'restart'} {u} || rc=1; " for u in units
+        )
+        out = self.host.run(["sh", "-c", script + "exit $rc"], check=False, timeout=60)
         for o in self.outcomes:
             unit = UNITS[o.target]
             if unit in units:

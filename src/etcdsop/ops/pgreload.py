@@ -319,8 +319,17 @@ def reload_pg_hosts(
                 )
             continue
         assert change_password is not None
-        change_password(change)
         began = time.monotonic()
+        try:
+            change_password(change)
+        except ClusterError as exc:
+            # etcd kept the old password: so do the files (no process read them yet).
+            each(lambda w: w.revert(), written)
+            for w in mine:
+                w.note_all(
+                    f"etcd refused the new password of {name} ({exc.message}); files restored"
+                )
+            continue
         each(lambda w: w.reload_now(), mine)
         window = time.monotonic() - began
         result.password_windows[name] = round(window, 3)
