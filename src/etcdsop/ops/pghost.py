@@ -340,8 +340,12 @@ class PgHost:
         )
 
     def revert(self) -> None:
-        """Put back what write() replaced, from its backup (the password stays as it was)."""
-        restore = 'cp -p -- "$1" "$2.etcdsop.restore" && mv -f "$2.etcdsop.restore" "$2"'
+        """Put back what write() replaced, from its backup (the password stays as it was):
+        the content only; owner and mode stay as written (the backup's are 0600)."""
+        restore = (
+            't=$(mktemp "$2.etcdsop.XXXXXX") && cat -- "$1" > "$t" && '
+            'chown --reference="$2" "$t" && chmod --reference="$2" "$t" && mv -f "$t" "$2"'
+        )
         for e in self.written:
             self.host.run(["sh", "-c", restore, "sh", backup_path(e.path, self.stamp), e.path])
         self.written = []
