@@ -567,6 +567,9 @@ def test_rolling_restart_leader_last_and_quorum_guard(clean: Bed, tmp_path: Path
     bed, ips = clean, clean.ips
     etcd = {ips[0]: 1, ips[1]: 2, ips[2]: 3}
     inv = pgbed.inventory(bed, tmp_path, etcd, [])
+    doc = yaml.safe_load(inv.read_text())
+    doc["all"]["children"]["etcd"]["vars"]["cert_validity"] = "20d"  # within 30 days
+    inv.write_text(yaml.safe_dump(doc))
     run_cli("create", "-i", str(inv))
     client = root(inv, ips[:3])
     leader_id = client.status(f"https://{ips[0]}:2379").leader
@@ -589,6 +592,14 @@ def test_rolling_restart_leader_last_and_quorum_guard(clean: Bed, tmp_path: Path
         run_cli("reload", "-t", "etcd", "--restart", "-i", str(slower), "--json").stdout
     )
     assert again["restarted"] == []
+    # Certificates of 20 days: a re-run re-issues none (it once did every run) and
+    # restarts nothing.
+    certs = bed.each(ips[:3], "sha256sum /etc/etcd/server.crt /etc/etcd/server.key")
+    pids = bed.each(ips[:3], "systemctl show -p MainPID --value etcd")
+    rerun = run_cli("create", "-i", str(slower))
+    assert "issued" not in rerun.stderr, rerun.stderr
+    assert bed.each(ips[:3], "sha256sum /etc/etcd/server.crt /etc/etcd/server.key") == certs
+    assert bed.each(ips[:3], "systemctl show -p MainPID --value etcd") == pids
 
     # A lone member: restarting it would stop the cluster: refused, exit 3, file written.
     bed.wipe(ips[:3])

@@ -1,11 +1,13 @@
 """Patroni and vip-manager on the PostgreSQL hosts: TLS files, config edits, reload.
 
-Every host is handled on its own: a missing or broken config fails that host (its
-files untouched) while the others go on. Patroni is reloaded (SIGHUP re-reads its
-credentials), vip-manager restarted (it has no reload); only where something changed
-and only if it was running. A Patroni whose etcd hosts changed (or that still runs
-an older etcd3 section) is also marked for a restart under maintenance mode, done
-later by ops/pgrestart.py once its etcd user has its new password.
+Every host is handled on its own (ops/pghost.py): a missing or broken config fails
+that host (its files untouched) while the others go on. Patroni is reloaded (SIGHUP
+re-reads its credentials), vip-manager restarted (it has no reload); only where
+something changed and only if it was running. Where a cluster's etcd password
+changes, its hosts are all edited first and reloaded together right after the change
+(ops/pgpassword.py). A Patroni whose etcd hosts changed (or that still runs an older
+etcd3 section) is also marked for a restart under maintenance mode, done later by
+ops/pgrestart.py.
 """
 
 from __future__ import annotations
