@@ -116,19 +116,24 @@ def rbac_sync(
     wait: WaitOpt = 0.0,
     json_output: JsonOpt = False,
 ) -> None:
-    """One etcd role and user per PostgreSQL cluster: readwrite on <pg_namespace>/<pg_cluster>/."""
+    """One etcd role and user per PostgreSQL cluster: readwrite on <pg_namespace>/<pg_cluster>/.
+    A changed pg_etcd_password is refused here: `reload -t patroni,vip` changes it."""
     from etcdsop.cli import _errors_to_exit_codes, _with_context
 
     with _errors_to_exit_codes():
         from etcdsop.console import print_json
-        from etcdsop.ops import rbac
+        from etcdsop.ops import pgpassword, rbac
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             accounts = rbac.accounts(ctx.inventory)
             if not accounts:
                 reporter.info("no PostgreSQL cluster (group with pg_cluster) in the inventory")
             reporter.phase(f"etcd users of {len(accounts)} PostgreSQL cluster(s)")
-            results = rbac.sync(ctx.voter_client(), accounts, reporter, dry_run=dry_run)
+            client = ctx.voter_client()
+            plans = rbac.plan(client, accounts)
+            # A new password here would strand Patroni and vip-manager: reload does it.
+            pgpassword.guard(ctx.inventory, rbac.password_changes(plans), ())
+            results = rbac.sync(client, accounts, reporter, dry_run=dry_run, plans=plans)
             if json_output:
                 print_json({"dry_run": dry_run, "clusters": [r.to_json() for r in results]})
             changed = sum(1 for r in results if r.actions)

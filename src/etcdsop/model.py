@@ -108,6 +108,21 @@ class PgCluster:
     vip_enabled: bool
     host_vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
     ssh: Mapping[str, SshTarget] = field(default_factory=dict, compare=False)
+    # pg_mode citus: pg_shard names Patroni's scope and the etcd user of every group of
+    # the shard, whose keys live under <pg_namespace>/<pg_shard>/<pg_group>/.
+    shard: str | None = None
+    citus_group: int | None = None
+
+    @property
+    def scope(self) -> str:
+        """Patroni's scope, also the etcd user's name (Pigsty's templates)."""
+        return self.shard or self.name
+
+    @property
+    def leader_key(self) -> str:
+        """The key vip-manager triggers on."""
+        base = f"{self.namespace.rstrip('/')}/{self.scope}"
+        return f"{base}/{self.citus_group}/leader" if self.shard else f"{base}/leader"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ CA_VALIDITY_DAYS = 36500
 DEFAULT_VALIDITY_DAYS = 7300
 # Re-issue a leaf this long before it expires, so a re-run renews it in time.
 RENEW_BEFORE = timedelta(days=30)
+# A leaf whose end is within this of its CA's was capped by the CA (see _sign_leaf).
+CA_CAP_SLACK = timedelta(minutes=10)
+CA_WARN_BEFORE = timedelta(days=90)  # how early the CA's own expiry is announced
 # Leaves start slightly in the past: a host whose clock lags a bit still accepts them.
 BACKDATE = timedelta(hours=1)
 # Pigsty's CA key is RSA 4096 (openssl_privatekey defaults); ours is the same kind, so
@@ -198,6 +201,19 @@ class Pki:
     def ensure_admin(self) -> IssuedCert:
         return self._ensure(self._admin_spec())
 
+    def ca_warning(self) -> str | None:
+        """The CA expires within 90 days: every certificate ends with it, and etcd reads
+        its CA only at start, so rotating it takes planning (a bundle, rolling restarts)."""
+        ca = self._loaded_ca().cert
+        left = ca.not_valid_after_utc - self._now()
+        if left > CA_WARN_BEFORE:
+            return None
+        return (
+            f"the CA {self.ca_cert_path} expires {ca.not_valid_after_utc.date().isoformat()} "
+            f"(in {max(left.days, 0)} days): no certificate it signs can outlive it; plan its "
+            "rotation (old+new CA bundle, rolling restarts, re-issued certificates)"
+        )
+
     def plan_client(self, name: str) -> str | None:
         return self._plan(self._client_spec(name))
 
@@ -351,7 +367,7 @@ class Pki:
         now = self._now()
         if not_after <= now:
             return f"expired {not_after.date().isoformat()}", None
-        if not_after - now <= RENEW_BEFORE:
+        if renewal_due(cert, ca_cert, now):
             return f"expires {not_after.date().isoformat()}", None
         return None, (cert_pem, key_pem)
 
@@ -516,6 +532,18 @@ class Pki:
                 key_path.chmod(0o600)
         except OSError as exc:
             raise InputError(f"cannot restrict {key_path} to mode 0600: {exc.strerror}") from None
+
+
+def renewal_due(cert: x509.Certificate, ca_cert: x509.Certificate, now: datetime) -> bool:
+    """A leaf is re-issued ahead of its expiry: within 30 days, or a third of its lifetime
+    when that is shorter (a cert_validity of 30 days or less would else be due again at
+    once, every run). One that ends with its CA is never due: a new one could not outlive
+    the CA either (ca_warning says so)."""
+    not_after = cert.not_valid_after_utc
+    if not_after >= ca_cert.not_valid_after_utc - CA_CAP_SLACK:
+        return False
+    lifetime = not_after - cert.not_valid_before_utc
+    return not_after - now <= min(RENEW_BEFORE, lifetime / 3)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

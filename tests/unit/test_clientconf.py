@@ -99,7 +99,10 @@ def test_patroni_unchanged_when_already_right_is_byte_identical() -> None:
             PATRONI.replace("  password: old\n", "  # note\n  password: old\n"),
         ),
         ("column-0 comment inside", PATRONI.replace("  password: old\n", "# x\n  password: old\n")),
-        ("extra keys dropped", PATRONI.replace("  password: old\n", "  password: old\n  url: x\n")),
+        (
+            "keys it does not own kept",
+            PATRONI.replace("  password: old\n", "  password: old\n  key_password: k\n"),
+        ),
         (
             "empty etcd3",
             PATRONI.replace(BODY, ""),
@@ -110,8 +113,8 @@ def test_patroni_unchanged_when_already_right_is_byte_identical() -> None:
 def test_patroni_layouts(name: str, text: str) -> None:
     new = _edit(text)
     conf = yaml.safe_load(new)
-    assert conf["etcd3"] == ETCD3, name
     old = yaml.safe_load(text)
+    assert conf["etcd3"] == {**(old["etcd3"] or {}), **ETCD3}, name
     assert {k: v for k, v in conf.items() if k != "etcd3"} == {
         k: v for k, v in old.items() if k != "etcd3"
     }
@@ -135,6 +138,7 @@ def test_patroni_layouts(name: str, text: str) -> None:
         ("scope: other\nnamespace: /pg\netcd3: {}\n", "scope is 'other'"),
         ("scope: pg-test\netcd3: {}\n", "namespace is '/service'"),
         ("scope: pg-test\nnamespace: /pg\netcd3: {}\netcd3: {}\n", "appears 2 times"),
+        ("scope: pg-test\nnamespace: /pg\netcd3: {url: 'x:1'}\n", "endpoints with url:"),
         (
             "scope: pg-test\nnamespace: /pg\netcd3: &e {}\nother: *e\n",
             "left as it was",  # the alias would change with it
@@ -144,6 +148,63 @@ def test_patroni_layouts(name: str, text: str) -> None:
 def test_patroni_refusals(text: str, message: str) -> None:
     with pytest.raises(ClientConfError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _edit(text)
+
+
+PIGSTY_V4 = """\
+namespace: /pg/
+name: pg-test-1
+scope: pg-test   # common pgsql cluster
+
+#--------------------------------------------------------------#
+# etcd
+#--------------------------------------------------------------#
+etcd3:
+  hosts: '10.0.0.1:2379,10.0.0.9:2379'
+  cacert: /pg/cert/ca.crt
+  cert:   /pg/cert/server.crt
+  key:    /pg/cert/server.key   # dbsu only
+  protocol: https
+  key_password: 'Key.Pw'
+  # no proxy
+  use_proxies: false
+  username: 'pg-test'
+  password: 'Old.Pw'
+
+ctl:
+  insecure: true
+"""
+
+
+def test_patroni_pigsty_v4_only_changed_lines_keep_their_layout() -> None:
+    access = EtcdAccess(
+        hosts=("10.0.0.2:2379", "10.0.0.3:2379"),
+        cacert="/pg/cert/ca.crt",
+        cert="/pg/cert/server.crt",
+        key="/pg/cert/server.key",
+        username="pg-test",
+        password="New.Pw",
+    )
+    new = edit_patroni(
+        PIGSTY_V4.encode(), access.patroni_etcd3(), scope="pg-test", namespace="/pg"
+    ).decode()
+    assert new == PIGSTY_V4.replace(
+        "'10.0.0.1:2379,10.0.0.9:2379'", "'10.0.0.2:2379,10.0.0.3:2379'"
+    ).replace("'Old.Pw'", "New.Pw")
+    # The password alone kept (None): only the hosts line changes.
+    keep = edit_patroni(
+        PIGSTY_V4.encode(),
+        {**access.patroni_etcd3(), "password": None},
+        scope="pg-test",
+        namespace="/pg",
+    ).decode()
+    assert "  password: 'Old.Pw'\n" in keep and "'10.0.0.2:2379,10.0.0.3:2379'" in keep
+
+
+def test_patroni_hosts_list_stays_a_list() -> None:
+    text = PIGSTY_V4.replace("  hosts: '10.0.0.1:2379,10.0.0.9:2379'\n", "  hosts:\n  - a:1\n")
+    conf = yaml.safe_load(_edit(text))
+    assert conf["etcd3"]["hosts"] == ["10.0.0.2:2379", "10.0.0.3:2379"]
+    assert conf["etcd3"]["key_password"] == "Key.Pw"
 
 
 def test_patroni_not_utf8() -> None:
@@ -172,6 +233,7 @@ interval: 1000
         VIP.replace("dcs-endpoints:\n  - https://10.0.0.1:2379\n", "dcs-endpoints: a,b\n"),
         VIP.replace("etcd-password: old\n", ""),  # missing key: appended
         VIP.replace("dcs-type: etcd\n", "").rstrip("\n"),  # no final newline
+        VIP.replace("dcs-type: etcd\n", "dcs-type: etcd3\n"),  # vip-manager 2.x accepts it
     ],
 )
 def test_vip_edits_only_its_keys(text: str) -> None:
@@ -258,3 +320,23 @@ def test_mask_secrets_in_diffs() -> None:
     assert f" etcd-password: {MASK}\n" in masked
     assert "   key: /etc/etcd-client/client.key\n" in masked
     assert " scope: pg-test\n" in masked
+
+
+def test_mask_secrets_in_flow_style() -> None:
+    text = "-etcd3: {hosts: 'a:1', password: Old.Pw, username: u}\n+x: {'password': 'N,ew'}\n"
+    masked = mask_secrets(text)
+    assert "Old.Pw" not in masked and "N,ew" not in masked
+    assert f"password: {MASK}, username: u}}" in masked
+
+
+def test_vip_pigsty_file_with_document_markers_and_no_user() -> None:
+    """Pigsty 3.x: `---`/`...` markers, the etcd user commented out: the keys go in before
+    `...`, URLs stay plain as Pigsty writes them."""
+    text = (
+        "---\ninterval: 1000\ndcs-type: etcd\ndcs-endpoints:\n  - https://10.0.0.1:2379\n"
+        '#etcd-user: "patroni"\nverbose: false\n...\n'
+    )
+    new = edit_vip(text.encode(), ACCESS.vip_settings()).decode()
+    assert new.endswith("etcd-key-file: /etc/etcd-client/client.key\n...\n")
+    assert "  - https://10.0.0.2:2379\n  - https://10.0.0.3:2379\n" in new
+    assert yaml.safe_load(new)["etcd-user"] == "pg-test"

@@ -264,6 +264,8 @@ class FakeCluster:
         self.log: list[str] = []
         self.resume_fails = False
         self.broken: set[str] = set()  # Patroni that dies when restarted
+        self.pause_answer = ""  # what patronictl pause prints instead of "Success"
+        self.pause_sets = False  # ...after setting the pause all the same
 
     def run(self, ip: str, argv: list[str]) -> CommandResult:
         self.clock += 1
@@ -288,6 +290,10 @@ class FakeCluster:
             if ip in self.broken:
                 self.down.add(ip)
         elif argv[0] == "patronictl" and argv[3] == "pause":
+            if self.pause_answer:  # exits 0 all the same, as patronictl does
+                if "already paused" in self.pause_answer or self.pause_sets:
+                    self.paused = True
+                return CommandResult(ip, text, 0, self.pause_answer, "")
             self.paused, out = True, "Success: cluster management is paused"
         elif argv[0] == "patronictl" and argv[3] == "resume":
             if self.resume_fails:
@@ -400,6 +406,34 @@ def test_an_already_paused_cluster_is_left_paused() -> None:
     assert not any("patronictl" in line for line in fake.log)
     assert fake.paused and result.patroni_restarted == ["10.0.0.6", "10.0.0.7", "10.0.0.5"]
     assert any("already in maintenance mode" in w for w in report.warnings)
+
+
+def test_a_failed_pause_is_neither_resumed_nor_called_maintenance_mode() -> None:
+    fake = FakeCluster(dict(ROLES))
+    fake.pause_answer = "Failed: pause cluster management, status code=401, (no auth)"
+    result, report = _run(fake, ALL)
+    assert fake.log == [f"10.0.0.5 patronictl -c {CONF} pause --wait"]  # no resume
+    assert not fake.paused and result.patroni_restarted == []
+    assert not any("MAINTENANCE" in w for w in report.warnings)
+    assert any("status code=401" in o.message for o in result.failed)
+
+
+def test_a_pause_whose_patronictl_wait_ran_out_is_still_ours_and_resumed() -> None:
+    fake = FakeCluster(dict(ROLES))
+    fake.pause_answer = "10.0.0.7 members didn't recognized pause state after 10 seconds"
+    fake.pause_sets = True
+    result, _ = _run(fake, ALL)
+    assert fake.log[-1] == f"10.0.0.5 patronictl -c {CONF} resume --wait"
+    assert not fake.paused and not result.failed
+
+
+def test_a_pause_someone_else_took_meanwhile_is_never_resumed_by_us() -> None:
+    fake = FakeCluster(dict(ROLES))
+    fake.pause_answer = "Error: Cluster is already paused"
+    result, report = _run(fake, ALL)
+    assert not any("resume" in line for line in fake.log)
+    assert fake.paused and result.patroni_restarted == ["10.0.0.6", "10.0.0.7", "10.0.0.5"]
+    assert any("paused meanwhile by someone else" in w for w in report.warnings)
 
 
 def test_resume_failure_names_the_cluster_and_the_command() -> None:

@@ -605,3 +605,33 @@ def test_parallel_first_use_makes_one_ca(
     assert len(results) == 5
     for res in results.values():
         load(res.cert_path).verify_directly_issued_by(ca)
+
+
+# --- no churn: short validity, a CA near its end (issue 13, item 6) ----------------------
+
+
+def test_short_validity_is_not_reissued_on_the_next_run(root: Path) -> None:
+    clock = Clock()
+    first = Pki(root, now=clock).ensure_node("etcd-1", "10.0.0.1", validity_days=20)
+    assert first.issued
+    for days in (0, 1, 13):  # a third of 20 days left is the margin: 6.67 days
+        clock.now = T0 + timedelta(days=days)
+        again = Pki(root, now=clock).ensure_node("etcd-1", "10.0.0.1", validity_days=20)
+        assert not again.issued and again.cert_pem == first.cert_pem, days
+    clock.now = T0 + timedelta(days=14)
+    due = Pki(root, now=clock).ensure_node("etcd-1", "10.0.0.1", validity_days=20)
+    assert due.issued and due.reason == "expires 2025-01-21"
+    assert not Pki(root, now=clock).ensure_node("etcd-1", "10.0.0.1", validity_days=20).issued
+
+
+def test_a_leaf_capped_by_its_ca_is_not_reissued_and_the_ca_is_announced(root: Path) -> None:
+    ca_end = load(root / "ca/ca.crt").not_valid_after_utc
+    clock = Clock(ca_end - timedelta(days=10))
+    p = Pki(root, now=clock)
+    assert "expires" in (p.ca_warning() or "") and "(in 10 days)" in (p.ca_warning() or "")
+    first = p.ensure_client("pg-test")
+    assert load(first.cert_path).not_valid_after_utc == ca_end.replace(microsecond=0)
+    clock.now += timedelta(days=1)
+    again = Pki(root, now=clock).ensure_client("pg-test")
+    assert not again.issued and again.cert_pem == first.cert_pem
+    assert Pki(root, now=Clock()).ca_warning() is None

@@ -181,13 +181,16 @@ def test_backup_is_never_sourced_by_profile_d() -> None:
 # -- PostgreSQL host jobs -------------------------------------------------------------------
 def test_jobs_defaults_and_targets() -> None:
     jobs = plan_jobs(inventory(pg()), ("patroni",))
-    assert [(j.ip, j.patroni_conf, j.vip_conf, j.ship_tls) for j in jobs] == [
-        ("10.0.0.5", "/pg/bin/patroni.yml", None, True),
-        ("10.0.0.6", "/pg/bin/patroni.yml", None, True),
+    # patroni_conf unset: found on the host (the unit's ExecStart, then known paths).
+    assert [(j.ip, j.patroni, j.patroni_conf, j.vip_conf, j.ship_tls) for j in jobs] == [
+        ("10.0.0.5", True, None, None, True),
+        ("10.0.0.6", True, None, None, True),
     ]
     assert jobs[0].tls_paths == TLS_DEFAULTS
     (job, _) = plan_jobs(inventory(pg(vip_manager_conf="/etc/vip.yml")), ("vip",))
-    assert (job.patroni_conf, job.vip_conf) == (None, "/etc/vip.yml")
+    assert (job.patroni, job.vip_conf) == (False, "/etc/vip.yml")
+    (job, _) = plan_jobs(inventory(pg(patroni_conf="/etc/p.yml")), ("patroni",))
+    assert job.patroni_conf == "/etc/p.yml"
 
 
 def test_jobs_use_tls_files_the_inventory_names() -> None:

@@ -10,6 +10,7 @@ from etcdsop.inventory.checks import _check_same, _Checker, _HostReader
 from etcdsop.inventory.groups import _Tree
 from etcdsop.inventory.ssh import _ssh_target
 from etcdsop.inventory.values import (
+    _in_range,
     _ip_order,
     _normal_ip,
     _to_bool,
@@ -18,6 +19,8 @@ from etcdsop.inventory.values import (
     _to_pg_name,
 )
 from etcdsop.model import PgCluster
+
+_to_group = _in_range(0, None)
 
 
 def _pg_clusters(
@@ -48,10 +51,11 @@ def _pg_cluster(tree: _Tree, name: str, readers: list[_HostReader], base: Path) 
             r.optional("pg_namespace", _to_namespace) or "/pg",
             r.optional("pg_etcd_password", _to_line) or "",
             r.optional("pg_vip_enabled", _to_bool) or False,
+            *_citus(r),
         )
         for r in readers
     ]
-    keys = ("pg_namespace", "pg_etcd_password", "pg_vip_enabled")
+    keys = ("pg_namespace", "pg_etcd_password", "pg_vip_enabled", "pg_shard", "pg_group")
     for reader, setting in zip(readers[1:], settings[1:], strict=True):
         for key, mine, theirs in zip(keys, setting, settings[0], strict=True):
             if key not in reader.failed:
@@ -67,7 +71,17 @@ def _pg_cluster(tree: _Tree, name: str, readers: list[_HostReader], base: Path) 
         vip_enabled=settings[0][2],
         host_vars={r.host: dict(r.values) for r in readers},
         ssh={r.host: _ssh_target(r, base) for r in readers},
+        shard=settings[0][3],
+        citus_group=settings[0][4],
     )
+
+
+def _citus(reader: _HostReader) -> tuple[str | None, int | None]:
+    """pg_shard and pg_group when pg_mode is citus (both required then), else None."""
+    mode = reader.optional("pg_mode", _to_line) or "pgsql"
+    if mode != "citus":
+        return None, None
+    return reader.get("pg_shard", _to_pg_name, ""), reader.get("pg_group", _to_group, 0)
 
 
 def _cluster_group(tree: _Tree, name: str, hosts: Sequence[str]) -> str:

@@ -1,11 +1,13 @@
 """Patroni and vip-manager on the PostgreSQL hosts: TLS files, config edits, reload.
 
-Every host is handled on its own: a missing or broken config fails that host (its
-files untouched) while the others go on. Patroni is reloaded (SIGHUP re-reads its
-credentials), vip-manager restarted (it has no reload); only where something changed
-and only if it was running. A Patroni whose etcd hosts changed (or that still runs
-an older etcd3 section) is also marked for a restart under maintenance mode, done
-later by ops/pgrestart.py once its etcd user has its new password.
+Every host is handled on its own (ops/pghost.py): a missing or broken config fails
+that host (its files untouched) while the others go on. Patroni is reloaded (SIGHUP
+re-reads its credentials), vip-manager restarted (it has no reload); only where
+something changed and only if it was running. Where a cluster's etcd password
+changes, its hosts are all edited first and reloaded together right after the change
+(ops/pgpassword.py). A Patroni whose etcd hosts changed (or that still runs an older
+etcd3 section) is also marked for a restart under maintenance mode, done later by
+ops/pgrestart.py.
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ import base64
 import difflib
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from etcdsop.clientconf import ClientConfError, EtcdAccess, edit_patroni, edit_vip, mask_secrets
+from etcdsop.clientconf import EtcdAccess, mask_secrets
 from etcdsop.errors import ClusterError, InputError
 from etcdsop.model import Inventory, PgCluster, SshTarget
 from etcdsop.ops.common import Context
-from etcdsop.ops.pgrestart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
-from etcdsop.ops.rbac import PgAccount
-from etcdsop.ops.reload import HostOutcome, ReloadResult, write_with_backup
-from etcdsop.remote import RemoteHost, run_parallel
+from etcdsop.ops.pgrestart import PatroniNode
+from etcdsop.ops.rbac import PasswordChange, PgAccount
+from etcdsop.ops.reload import ReloadResult
+from etcdsop.remote import run_parallel
 from etcdsop.render import NodeFile
 
-DEFAULT_PATRONI_CONF = "/pg/bin/patroni.yml"
 DEFAULT_VIP_CONF = "/etc/default/vip-manager.yml"
 CLIENT_DIR = "/etc/etcd-client"
 TLS_VARS = ("pg_etcd_cacert", "pg_etcd_cert", "pg_etcd_key")
@@ -46,7 +49,8 @@ class PgHostJob:
     ip: str
     ssh: SshTarget
     cluster: PgCluster
-    patroni_conf: str | None  # None: not a target here
+    patroni: bool  # Patroni is a target here
+    patroni_conf: str | None  # the inventory's patroni_conf (None: found on the host)
     vip_conf: str | None  # None: not a target, or pg_vip_enabled is false
     tls_paths: tuple[str, str, str]  # cacert, cert, key as the configs name them
     ship_tls: bool  # False: the inventory names files someone else manages
@@ -95,8 +99,9 @@ def plan_jobs(inventory: Inventory, targets: Sequence[str]) -> list[PgHostJob]:
                     ip=ip,
                     ssh=cluster.ssh[ip],
                     cluster=cluster,
-                    patroni_conf=_path(values, "patroni_conf", DEFAULT_PATRONI_CONF, ip)
-                    if "patroni" in targets
+                    patroni="patroni" in targets,
+                    patroni_conf=_path(values, "patroni_conf", "", ip)
+                    if values.get("patroni_conf")
                     else None,
                     vip_conf=_path(values, "vip_manager_conf", DEFAULT_VIP_CONF, ip)
                     if "vip" in targets and cluster.vip_enabled
@@ -168,221 +173,28 @@ def parse_host_facts(text: str) -> _HostFacts:
     return facts
 
 
-# -- one host ---------------------------------------------------------------------------
-def tls_files(job: PgHostJob, ca: bytes, cert: bytes, key: bytes) -> list[NodeFile]:
-    cacert, certfile, keyfile = job.tls_paths
+# -- helpers of one host (ops/pghost.py) ------------------------------------------------
+def tls_files(
+    paths: tuple[str, str, str], group: str, pems: tuple[bytes, bytes, bytes]
+) -> list[NodeFile]:
+    cacert, certfile, keyfile = paths
+    ca, cert, key = pems
     return [
-        NodeFile(cacert, ca, "root", job.group, 0o644),
-        NodeFile(certfile, cert, "root", job.group, 0o644),
-        NodeFile(keyfile, key, "root", job.group, 0o640, secret=True),
+        NodeFile(cacert, ca, "root", group, 0o644),
+        NodeFile(certfile, cert, "root", group, 0o644),
+        NodeFile(keyfile, key, "root", group, 0o640, secret=True),
     ]
 
 
-def _changed_tls(files: Sequence[NodeFile], facts: _HostFacts) -> list[NodeFile]:
+def changed_tls(files: Sequence[NodeFile], facts: _HostFacts) -> list[NodeFile]:
     return [f for f in files if facts.shas.get(f.path) != hashlib.sha256(f.content).hexdigest()]
 
 
-def _conf_diff(path: str, old: bytes, new: bytes, secrets: Sequence[str]) -> str:
+def conf_diff(path: str, old: bytes, new: bytes, secrets: Sequence[str]) -> str:
     before = old.decode(errors="replace").splitlines(keepends=True)
     after = new.decode(errors="replace").splitlines(keepends=True)
     diff = "".join(difflib.unified_diff(before, after, fromfile=path, tofile=path))
     return mask_secrets(diff, secrets)
-
-
-@dataclass
-class _Edit:
-    target: str
-    path: str
-    old: bytes
-    new: bytes
-
-
-class _Host:
-    """reload on one PostgreSQL host: gather, edit, (dry run stops), write, reload."""
-
-    def __init__(
-        self,
-        ctx: Context,
-        host: RemoteHost,
-        job: PgHostJob,
-        access: EtcdAccess,
-        tls: list[NodeFile],
-        secrets: Sequence[str],
-        stamp: str,
-    ) -> None:
-        self.ctx, self.host, self.job, self.access = ctx, host, job, access
-        self.tls, self.secrets, self.stamp = tls, secrets, stamp
-        self.node: PatroniNode | None = None  # its running Patroni, for the restart phase
-
-    def targets(self) -> list[tuple[str, str]]:
-        found = [("patroni", self.job.patroni_conf), ("vip", self.job.vip_conf)]
-        return [(t, p) for t, p in found if p is not None]
-
-    def run(self) -> list[HostOutcome]:
-        job = self.job
-        items = [f"conf:{p}" for _, p in self.targets()]
-        items += [f"sha:{p}" for p in job.tls_paths]
-        if job.patroni_conf is not None:
-            items.append(f"mtimes:{job.patroni_conf}")
-        out = self.host.run(["sh", "-c", _FACTS, "sh", job.group, *items], timeout=30)
-        facts = parse_host_facts(out.stdout)
-        failures: dict[str, str] = {}
-        edits: list[_Edit] = []
-        for target, path in self.targets():
-            try:
-                edits += self._edit(target, path, facts)
-            except ClientConfError as exc:
-                failures[target] = f"{path} {exc.message}; left untouched"
-        tls_todo: list[NodeFile] = []
-        if job.ship_tls:
-            tls_todo = _changed_tls(self.tls, facts)
-            if tls_todo and not facts.has_group:
-                for target, _ in self.targets():
-                    failures.setdefault(
-                        target, f"group {job.group} (pg_dbsu) does not exist: is PostgreSQL here?"
-                    )
-        else:
-            missing = [p for p in job.tls_paths if p not in facts.shas]
-            for target, _ in self.targets():
-                if missing:
-                    failures.setdefault(target, f"TLS file(s) missing: {', '.join(missing)}")
-        outcomes = [HostOutcome(t, job.ip, "failed", m) for t, m in failures.items()]
-        working = [t for t, _ in self.targets() if t not in failures]
-        if not working:
-            return outcomes
-        if tls_todo and not self.ctx.options.dry_run:
-            self._write_tls(tls_todo)
-        for target in working:
-            mine = [e for e in edits if e.target == target]
-            outcome = self._finish(target, mine, tls_todo, facts)
-            outcomes.append(outcome)
-            if target == "patroni" and outcome.status != "failed":
-                self.node = self._patroni_node(mine, facts, outcome)
-        return outcomes
-
-    def _patroni_node(
-        self, edits: list[_Edit], facts: _HostFacts, outcome: HostOutcome
-    ) -> PatroniNode | None:
-        """The running Patroni and whether a SIGHUP is enough for it (see pgrestart)."""
-        path = self.job.patroni_conf
-        if path is None or facts.active.get("patroni") != "active":
-            return None
-        old = facts.files.get(path)
-        new = edits[0].new if edits else old
-        running, running_from = None, ""
-        if facts.started is not None:
-            version = loaded_version(facts.started, facts.mtimes, path)
-            # Started on an older file (an earlier reload wrote it but did not restart it).
-            if version is not None and version != path:
-                out = self.host.run(["base64", "-w0", version], timeout=30)
-                running, running_from = etcd3_of(base64.b64decode(out.stdout)), version
-        return PatroniNode(
-            cluster=self.job.cluster.name,
-            ip=self.job.ip,
-            host=self.host,
-            conf=path,
-            url=rest_url(new),
-            kill_mode=facts.kill_mode,
-            reason=restart_reason(etcd3_of(old), etcd3_of(new), running, running_from),
-            outcome=outcome,
-        )
-
-    def _edit(self, target: str, path: str, facts: _HostFacts) -> list[_Edit]:
-        old = facts.files.get(path)
-        if old is None:
-            raise ClientConfError("is missing")
-        if target == "patroni":
-            cluster = self.job.cluster
-            new = edit_patroni(
-                old,
-                self.access.patroni_etcd3(),
-                scope=cluster.name,
-                namespace=cluster.namespace,
-            )
-        else:
-            new = edit_vip(old, self.access.vip_settings())
-        return [_Edit(target, path, old, new)] if new != old else []
-
-    def _write_tls(self, files: Sequence[NodeFile]) -> None:
-        directory = self.job.tls_paths[0].rsplit("/", 1)[0]
-        if directory == CLIENT_DIR:
-            self.host.run(
-                ["install", "-d", "-o", "root", "-g", self.job.group, "-m", "0750", CLIENT_DIR]
-            )
-        for f in files:
-            write_with_backup(
-                self.host,
-                f.path,
-                f.content,
-                self.stamp,
-                owner=f.owner,
-                group=f.group,
-                mode=f.mode,
-                existed=False,
-            )
-
-    def _finish(
-        self, target: str, edits: list[_Edit], tls_todo: list[NodeFile], facts: _HostFacts
-    ) -> HostOutcome:
-        job, dry = self.job, self.ctx.options.dry_run
-        if not edits and not tls_todo:
-            return HostOutcome(target, job.ip, "unchanged", "up to date")
-        paths = [e.path for e in edits] + [f.path for f in tls_todo]
-        diff = "".join(_conf_diff(e.path, e.old, e.new, self.secrets) for e in edits)
-        diff += "".join(
-            f"{f.path}: {'changed' if f.path in facts.shas else 'new'}\n" for f in tls_todo
-        )
-        names = ", ".join(p.rsplit("/", 1)[-1] for p in paths)
-        outcome = HostOutcome(
-            target,
-            job.ip,
-            "changed",
-            ("would write " if dry else "wrote ") + names,
-            files=paths,
-            diff=diff,
-        )
-        if dry:
-            return outcome
-        for e in edits:
-            backup = write_with_backup(self.host, e.path, e.new, self.stamp)  # keeps owner/mode
-            if backup:
-                outcome.backups.append(backup)
-        unit = "patroni" if target == "patroni" else "vip-manager"
-        if facts.active.get(unit) != "active":
-            outcome.message += (
-                f"; {unit} is not running ({facts.active.get(unit) or 'unknown'}): not touched"
-            )
-            return outcome
-        try:
-            if target == "patroni":
-                self.host.run(["systemctl", "reload", "patroni"], timeout=60)
-                outcome.message += "; patroni reloaded"
-            else:
-                self._restart_vip()
-                outcome.message += "; vip-manager restarted"
-        except ClusterError as exc:
-            return HostOutcome(
-                target,
-                job.ip,
-                "failed",
-                f"{', '.join(paths)} written, but {exc.message}",
-                paths,
-                outcome.backups,
-                diff,
-            )
-        return outcome
-
-    def _restart_vip(self) -> None:
-        self.host.run(["systemctl", "restart", "vip-manager"], timeout=60)
-        # Type=simple: "started" says little; a bad config makes it exit right away.
-        check = self.host.run(
-            ["sh", "-c", "sleep 1; systemctl is-active vip-manager"], check=False, timeout=30
-        )
-        if check.stdout.strip() != "active":
-            raise ClusterError(
-                f"vip-manager is {check.stdout.strip() or 'unknown'} after its restart",
-                details=self.host.journal_tail("vip-manager", 10),
-            )
 
 
 # -- all hosts --------------------------------------------------------------------------
@@ -400,6 +212,22 @@ def client_pems(ctx: Context, cluster: PgCluster) -> tuple[bytes, bytes, bytes]:
     if issued.issued:
         ctx.report.info(f"certificate {name} issued: {issued.reason}")
     return ca, issued.cert_pem, issued.key_pem
+
+
+class ClientPems:
+    """Each cluster's client cert and key for the hosts that need etcdsop's own set,
+    issued once, on first use (hosts whose Pigsty certificates are valid need none)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._done: dict[str, tuple[bytes, bytes, bytes]] = {}
+
+    def __call__(self, cluster: PgCluster) -> tuple[bytes, bytes, bytes]:
+        with self._lock:
+            if cluster.name not in self._done:
+                self._done[cluster.name] = client_pems(self.ctx, cluster)
+            return self._done[cluster.name]
 
 
 @dataclass
@@ -421,17 +249,23 @@ def reload_pg_hosts(
     endpoints: Sequence[str],
     result: ReloadResult,
     stamp: str,
+    passwords: Sequence[PasswordChange] = (),
+    change_password: Callable[[PasswordChange], None] | None = None,
 ) -> PgPending:
-    """Edit, write and reload on every PostgreSQL host; the caller closes the result."""
+    """Edit every host in memory, write, then reload; where a cluster's password changes,
+    write first, change it in etcd, then reload that cluster's clients at once."""
+    from etcdsop.ops.pghost import PgHost
+
     pending = PgPending()
     if not jobs:
         ctx.report.info("no PostgreSQL cluster in the inventory")
         return pending
-    by_cluster = {a.cluster: a for a in accounts}
-    pems = {j.cluster.name: client_pems(ctx, j.cluster) for j in jobs if j.ship_tls}
-    workers = []
+    by_cluster = {name: a for a in accounts for name in a.members}
+    ca_pem = ctx.pki.ca_cert_path.read_bytes()
+    pems = ClientPems(ctx)
+    workers: list[PgHost] = []
     for job in jobs:
-        if job.patroni_conf is None and job.vip_conf is None:
+        if not job.patroni and job.vip_conf is None:
             continue
         account = by_cluster[job.cluster.name]
         access = EtcdAccess(
@@ -443,19 +277,76 @@ def reload_pg_hosts(
             password=account.password,
         )
         host = ctx.remote(job.ip, job.ssh)
-        tls = tls_files(job, *pems[job.cluster.name]) if job.ship_tls else []
         secrets = [] if account.weak else [account.password]
-        workers.append(_Host(ctx, host, job, access, tls, secrets, stamp))
-    results = run_parallel(
-        workers, lambda w: w.run(), forks=ctx.options.forks, key=lambda w: w.job.ip
-    )
-    for worker in workers:
-        value = results[worker.job.ip]
+        workers.append(PgHost(ctx, host, job, access, ca_pem, pems, secrets, stamp))
+    forks = ctx.options.forks
+
+    def each(action: Callable[[PgHost], object], chosen: Sequence[PgHost]) -> dict[str, object]:
+        return run_parallel(chosen, action, forks=forks, key=lambda w: w.job.ip)
+
+    for ip, value in each(lambda w: w.prepare(), workers).items():
         if isinstance(value, ClusterError):
-            for target, _ in worker.targets():
-                result.outcomes.append(HostOutcome(target, worker.job.ip, "failed", value.message))
-        else:
-            result.outcomes += value
-            if worker.node is not None:
-                pending.nodes.append(worker.node)
+            next(w for w in workers if w.job.ip == ip).fail_all(value.message)
+    changing = {a.cluster: (a, x) for a, x in passwords}
+
+    def of(name: str) -> list[PgHost]:
+        members = changing[name][0].members
+        return [w for w in workers if w.job.cluster.name in members]
+
+    for name in list(changing):
+        mine = of(name)
+        broken = [f"{w.job.ip} {t}: {m}" for w in mine for t, m in w.failures.items()]
+        if broken:
+            # Every client must take the new password in the same step: none does.
+            del changing[name]
+            for w in mine:
+                w.keep_password(f"etcd password of {name} left unchanged: " + "; ".join(broken))
+    dry = ctx.options.dry_run
+    deferred = [w for name in changing for w in of(name)]
+    outcomes = each(lambda w: w.write(reload=w not in deferred), workers)
+    for name, change in changing.items():
+        mine = of(name)
+        if dry:
+            ctx.report.info(
+                f"{name}: would change its etcd password, then at once reload Patroni and "
+                "restart vip-manager on " + ", ".join(w.job.ip for w in mine)
+            )
+            continue
+        written = [w for w in mine if not isinstance(outcomes.get(w.job.ip), ClusterError)]
+        if len(written) != len(mine) or any(w.failures for w in mine):
+            each(lambda w: w.revert(), written)
+            for w in mine:
+                w.note_all(
+                    f"etcd password of {name} left unchanged (a host failed); files restored"
+                )
+            continue
+        assert change_password is not None
+        began = time.monotonic()
+        try:
+            change_password(change)
+        except ClusterError as exc:
+            # etcd kept the old password: so do the files (no process read them yet).
+            each(lambda w: w.revert(), written)
+            for w in mine:
+                w.note_all(
+                    f"etcd refused the new password of {name} ({exc.message}); files restored"
+                )
+            continue
+        each(lambda w: w.reload_now(), mine)
+        window = time.monotonic() - began
+        result.password_windows[name] = round(window, 3)
+        ctx.report.host(
+            name,
+            f"etcd password changed, then Patroni reloaded and vip-manager restarted on "
+            f"{len(mine)} host(s) within {window * 1000:.0f} ms",
+            "changed",
+        )
+        each(lambda w: w.check_vip(), mine)
+    for worker in workers:
+        value = outcomes.get(worker.job.ip)
+        if isinstance(value, ClusterError):
+            worker.fail_all(value.message)
+        result.outcomes += worker.outcomes
+        if worker.node is not None:
+            pending.nodes.append(worker.node)
     return pending

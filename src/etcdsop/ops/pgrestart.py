@@ -313,6 +313,7 @@ class ClusterRestart:
         self.ctx, self.name, self.nodes = ctx, name, list(nodes)
         self.report = ctx.report
         self.timeout = ctx.options.wait_timeout
+        self.paused_by_us = False
 
     def _fail(self, node: PatroniNode, message: str) -> None:
         node.outcome.status = "failed"
@@ -360,7 +361,7 @@ class ClusterRestart:
             return
         leaders_first = sorted(status, key=lambda ip: not status[ip].leader)
         runner = next((by_ip[ip] for ip in leaders_first if status[ip].ok), by_ip[order[-1]])
-        paused_by_us = False
+        self.paused_by_us = False  # only our own pause is ever resumed by us
         current: PatroniNode | None = None  # restarted but not (yet) back
         try:
             if any(s.paused for s in status.values()):
@@ -368,8 +369,7 @@ class ClusterRestart:
                     f"{self.name} is already in maintenance mode: restarting under it, left paused"
                 )
             else:
-                paused_by_us = True  # from here the flag may be set: the finally decides
-                paused_by_us = self._pause(runner)
+                self._pause(runner)
             self.report.info(f"{self.name}: paused; restarting Patroni on {roles}")
             for ip in order:
                 current = by_ip[ip]
@@ -383,17 +383,30 @@ class ClusterRestart:
                 if ip not in result.patroni_restarted and by_ip[ip] is not failed:
                     self._fail(by_ip[ip], "not restarted (an earlier step failed): re-run reload")
         finally:
-            if paused_by_us:
+            if self.paused_by_us:
                 self._finish(runner, current)
 
-    def _pause(self, runner: PatroniNode) -> bool:
-        """Pause the cluster; False when someone else paused it meanwhile (theirs to resume)."""
-        ok, text = _patronictl(runner, "pause", self.timeout + 30)
-        if not ok and "already paused" not in text:
+    def _pause(self, runner: PatroniNode) -> None:
+        """Pause the cluster. patronictl exits 0 even when it failed ("Failed: ... 401"):
+        only its "Success" line (or its wait running out after the pause was set) makes
+        the pause ours; "already paused" is someone else's
+        (never resumed by us); any other answer is an error with no pause of ours."""
+        try:
+            ok, text = _patronictl(runner, "pause", self.timeout + 30)
+        except ClusterError:
+            # The answer was lost: ours if the cluster is paused now (it was not before).
+            self.paused_by_us = any(_sees(read_status(n), True) for n in self.nodes)
+            raise
+        # "...didn't recognized pause state after N seconds": our PATCH was accepted, only
+        # patronictl's own wait ran out (ours below decides).
+        if ok or "recognized pause state" in text:
+            self.paused_by_us = True
+        elif "already paused" not in text:
             command = _command(runner, "pause")
             raise ClusterError(f"`{command}` failed on {runner.ip}: {text[-300:]}")
+        else:
+            self.report.warn(f"{self.name} was paused meanwhile by someone else: left paused")
         self._wait_all_paused(True)
-        return ok
 
     def _wait_all_paused(self, paused: bool) -> None:
         """Every running Patroni of the cluster must have seen the flag (its HA loop): a

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from etcdsop.errors import InputError
 from etcdsop.etcd import EtcdApiError, EtcdClient, Permission
 from etcdsop.events import Reporter
-from etcdsop.model import Inventory
+from etcdsop.model import Inventory, PgCluster
 
 ActionKind = Literal[
     "role_add", "grant_permission", "revoke_permission", "user_add", "change_password", "grant_role"
@@ -23,12 +23,18 @@ ActionKind = Literal[
 
 @dataclass(frozen=True)
 class PgAccount:
-    """The etcd identity of one PostgreSQL cluster (user and role share its name)."""
+    """The etcd identity of one PostgreSQL cluster (user and role share its name); of a
+    whole Citus shard (pg_shard) for its groups, as Pigsty's pg_etcd task makes it."""
 
-    cluster: str
+    cluster: str  # the user's name: pg_cluster, or pg_shard with pg_mode citus
     namespace: str
     password: str
     weak: bool  # pg_etcd_password was empty: the password is the cluster name
+    clusters: tuple[str, ...] = ()  # the pg_clusters that use it (default: cluster)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.clusters or (self.cluster,)
 
     @property
     def name(self) -> str:
@@ -70,20 +76,39 @@ class AccountResult:
 
 
 def accounts(inventory: Inventory) -> list[PgAccount]:
-    """One account per PostgreSQL cluster; refuses a cluster named root (InputError)."""
-    found = []
+    """One account per PostgreSQL cluster (per shard for Citus); refuses a cluster named
+    root and a shard whose groups disagree on the password (InputError)."""
+    by_user: dict[str, list[PgCluster]] = {}
     for cluster in inventory.pg_clusters:
-        if cluster.name == "root":
+        if cluster.scope == "root":
             raise InputError(
                 f"pg_cluster 'root' (group {cluster.group}) would take over etcd's root "
                 "user: rename the cluster"
+                if cluster.shard is None
+                else f"pg_shard 'root' (pg cluster {cluster.name}) would take over etcd's "
+                "root user: rename the shard"
             )
+        by_user.setdefault(cluster.scope, []).append(cluster)
+    found = []
+    for user, clusters in by_user.items():
+        first = clusters[0]
+        for other in clusters[1:]:
+            for what, mine, theirs in (
+                ("pg_etcd_password", other.etcd_password, first.etcd_password),
+                ("pg_namespace", other.namespace, first.namespace),
+            ):
+                if mine != theirs:
+                    raise InputError(
+                        f"pg clusters {first.name} and {other.name} share the etcd user "
+                        f"{user} (pg_shard) but not their {what}: make it the same"
+                    )
         found.append(
             PgAccount(
-                cluster=cluster.name,
-                namespace=cluster.namespace,
-                password=cluster.etcd_password or cluster.name,
-                weak=not cluster.etcd_password,
+                cluster=user,
+                namespace=first.namespace,
+                password=first.etcd_password or user,
+                weak=not first.etcd_password,
+                clusters=tuple(c.name for c in clusters),
             )
         )
     return found
@@ -136,30 +161,49 @@ def _password_ok(client: EtcdClient, account: PgAccount) -> bool:
         raise
 
 
+PasswordChange = tuple[PgAccount, Action]
+
+
+def plan(
+    client: EtcdClient, pg_accounts: Sequence[PgAccount]
+) -> list[tuple[PgAccount, list[Action]]]:
+    """What each account needs, read through the root client; changes nothing."""
+    plans = []
+    for account in pg_accounts:
+        roles = client.user_get(account.name)
+        ok = roles is not None and _password_ok(client, account)
+        plans.append((account, plan_account(account, client.role_get(account.name), roles, ok)))
+    return plans
+
+
+def password_changes(plans: Sequence[tuple[PgAccount, list[Action]]]) -> list[PasswordChange]:
+    return [(a, x) for a, actions in plans for x in actions if x.kind == "change_password"]
+
+
 def sync(
     client: EtcdClient,
     pg_accounts: Sequence[PgAccount],
     report: Reporter,
     *,
     dry_run: bool,
-    deferred: list[tuple[PgAccount, Action]] | None = None,
+    deferred: list[PasswordChange] | None = None,
+    plans: Sequence[tuple[PgAccount, list[Action]]] | None = None,
 ) -> list[AccountResult]:
     """Converge every account through the root client; each step is idempotent.
 
-    With `deferred`, password changes of existing users are collected there instead of
-    applied: reload first gives the clients the new password, then changes it (etcd
-    drops the user's tokens then, and the clients re-authenticate with the new one).
+    A password change of an existing user is never applied here: with `deferred` it is
+    collected there (reload changes it once every client of the cluster has the new one,
+    then reloads them at once); without, the caller must have refused it already.
     """
     results = []
-    for account in pg_accounts:
+    for account, actions in plans if plans is not None else plan(client, pg_accounts):
         result = AccountResult(account.cluster, account.prefix, weak_password=account.weak)
         if account.weak:
             report.warn(weak_warning(account))
-        roles = client.user_get(account.name)
-        ok = roles is not None and _password_ok(client, account)
-        actions = plan_account(account, client.role_get(account.name), roles, ok)
         for action in actions:
-            if deferred is not None and action.kind == "change_password":
+            if action.kind == "change_password":
+                if deferred is None:
+                    raise AssertionError("a password change must be deferred or refused")
                 deferred.append((account, action))
             elif not dry_run:
                 apply(client, account, action)

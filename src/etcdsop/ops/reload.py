@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,6 +68,8 @@ class ReloadResult:
     rbac: list[rbac.AccountResult] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     patroni_restarted: list[str] = field(default_factory=list)  # in restart order
+    # pg cluster -> seconds from its etcd password change until every client had it
+    password_windows: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[HostOutcome]:
@@ -88,6 +90,7 @@ class ReloadResult:
             "hosts": [o.to_json() for o in self.outcomes],
             "restarted": self.restarted,
             "patroni_restarted": self.patroni_restarted,
+            "password_windows": self.password_windows,
             "failed": len(self.failed),
         }
 
@@ -148,11 +151,18 @@ def cross_check(inventory: Inventory, view: ClusterView) -> list[str]:
     return notes
 
 
-def live_root(ctx: Context, result: ReloadResult, *, rotate: bool) -> ClusterView:
+def live_root(
+    ctx: Context,
+    result: ReloadResult,
+    *,
+    rotate: bool,
+    check: Callable[[EtcdClient], None] | None = None,
+) -> ClusterView:
     """The live view, converging the root password first when the inventory's is refused.
 
     The old password comes from /etc/etcd/etcd.pass (any member): it is changed through
-    the API first, the files after, so an interrupted run can always be re-run.
+    the API first, the files after, so an interrupted run can always be re-run. `check`
+    gets a working root client before anything changes (it may refuse the run).
     """
     view = ctx.probe()
     if not view.live:
@@ -164,9 +174,13 @@ def live_root(ctx: Context, result: ReloadResult, *, rotate: bool) -> ClusterVie
         if "authentication is not enabled" not in exc.etcd_message:
             raise
         result.root_password = "auth not enabled"
+        if check is not None:
+            check(ctx.voter_client(view))
         return view
     if accepted:
         result.root_password = "unchanged"
+        if check is not None:
+            check(ctx.voter_client(view))
         return view
     if not rotate:
         raise ClusterError(
@@ -174,6 +188,8 @@ def live_root(ctx: Context, result: ReloadResult, *, rotate: bool) -> ClusterVie
             "changes the live root password (read from /etc/etcd/etcd.pass) to it"
         )
     old = _live_password(ctx)
+    if check is not None:
+        check(_client_with(ctx, old))
     if ctx.options.dry_run:
         result.root_password = "would change"
         ctx.report.info("root password: would be changed to the inventory's through the API")
@@ -306,17 +322,24 @@ def differs(file: NodeFile, facts: MemberFacts) -> bool:
 
 
 # -- writing --------------------------------------------------------------------------
-# $1 path, $2 backup path, $3 owner:group or "keep", $4 mode; content on stdin.
+# $1 path, $2 backup path, $3 owner:group or "keep", $4 mode ("keep": the old file's;
+# else for chmod: 0600, o-rwx...), $5 "secret": the backup is made 0600 (it holds the old
+# secret). Content on stdin. The temp file sits beside $1: the rename is atomic and a
+# link's target must be passed as $1 (a rename over a link replaces the link).
 _WRITE = r"""
 set -e
-if [ -e "$1" ]; then cp -p -- "$1" "$2"; fi
+if [ -e "$1" ]; then
+  cp -p -- "$1" "$2"
+  if [ "$5" = secret ]; then chmod 0600 "$2"; fi
+fi
 t=$(mktemp "$1.etcdsop.XXXXXX"); trap 'rm -f "$t"' EXIT
 cat > "$t"
 if [ "$3" = keep ] && [ -e "$1" ]; then
   chown --reference="$1" "$t"; chmod --reference="$1" "$t"
 else
-  chown "$3" "$t"; chmod "$4" "$t"
+  chown "$3" "$t"
 fi
+if [ "$4" != keep ]; then chmod "$4" "$t"; fi
 mv -f "$t" "$1"; trap - EXIT
 """
 
@@ -338,14 +361,21 @@ def write_with_backup(
     *,
     owner: str | None = None,
     group: str | None = None,
-    mode: int | None = None,
+    mode: int | str | None = None,
     existed: bool = True,
+    secret: bool = False,
 ) -> str | None:
-    """Atomic write keeping the old file as <path>.<stamp>.bak; owner None keeps the old
-    owner and mode. Returns the backup path (None when there was no file)."""
+    """Atomic write keeping the old file as <path>.<stamp>.bak (0600 when secret);
+    owner None keeps the old owner, and the old mode unless mode says otherwise (an int,
+    or chmod's symbolic form). Returns the backup path (None when there was no file)."""
     backup = backup_path(path, stamp)
     own = "keep" if owner is None else f"{owner}:{group}"
-    host.run(["sh", "-c", _WRITE, "sh", path, backup, own, f"{mode or 0o600:04o}"], stdin=content)
+    if isinstance(mode, int):
+        chmod = f"{mode:04o}"
+    else:
+        chmod = mode or ("keep" if owner is None else "0600")
+    argv = ["sh", "-c", _WRITE, "sh", path, backup, own, chmod, "secret" if secret else "plain"]
+    host.run(argv, stdin=content)
     return backup if existed else None
 
 
@@ -402,6 +432,7 @@ def reload_members(
                         group=f.group,
                         mode=f.mode,
                         existed=existed,
+                        secret=f.secret,
                     )
                     if backup:
                         outcome.backups.append(backup)
@@ -441,7 +472,7 @@ def restart_members(
 
 # -- the command ----------------------------------------------------------------------
 def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> ReloadResult:
-    from etcdsop.ops import pgreload, pgrestart
+    from etcdsop.ops import pgpassword, pgreload, pgrestart
 
     inventory, report = ctx.inventory, ctx.report
     result = ReloadResult(tuple(targets), ctx.options.dry_run)
@@ -451,8 +482,18 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
     if restart and "etcd" not in targets:
         raise InputError("--restart restarts etcd members: it needs --target etcd (or all)")
 
+    plans: list[tuple[rbac.PgAccount, list[rbac.Action]]] = []
+
+    def check(root: EtcdClient) -> None:
+        """Before any change: a password change no client of its cluster would miss."""
+        if pg:
+            plans[:] = rbac.plan(root, accounts)
+            pgpassword.guard(inventory, rbac.password_changes(plans), targets)
+
     report.phase("live membership")
-    view = live_root(ctx, result, rotate="etcd" in targets)
+    if ctx.pki.ca_cert_path.exists() and (warning := ctx.pki.ca_warning()):
+        report.warn(warning)
+    view = live_root(ctx, result, rotate="etcd" in targets, check=check)
     if not view.live:
         raise ClusterError(
             f"no member of cluster {inventory.cluster!r} answers: nothing to point clients at"
@@ -477,16 +518,19 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         root = ctx.voter_client(view)
         if result.root_password == "would change":  # dry run: the old one still rules
             root = _client_with(ctx, _live_password(ctx))
-        later: list[tuple[rbac.PgAccount, rbac.Action]] = []
-        result.rbac = rbac.sync(root, accounts, report, dry_run=ctx.options.dry_run, deferred=later)
+        later: list[rbac.PasswordChange] = []
+        result.rbac = rbac.sync(
+            root, accounts, report, dry_run=ctx.options.dry_run, deferred=later, plans=plans
+        )
         report.phase("Patroni and vip-manager")
-        pending = pgreload.reload_pg_hosts(ctx, jobs, accounts, urls, result, stamp)
+
+        def change(item: rbac.PasswordChange) -> None:
+            rbac.apply(root, *item)
+
+        pending = pgreload.reload_pg_hosts(
+            ctx, jobs, accounts, urls, result, stamp, passwords=later, change_password=change
+        )
         _report(ctx, result, ("patroni", "vip"))
-        if later and not ctx.options.dry_run:
-            report.phase("new passwords of the PostgreSQL clusters' etcd users")
-            for account, action in later:
-                rbac.apply(root, account, action)
-                report.host(account.cluster, action.text, "changed")
         # After the new passwords: a restarted Patroni (and the patronictl that pauses
         # its cluster) authenticates with what its file now says.
         if pending.restarts:
