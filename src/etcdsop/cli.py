@@ -28,6 +28,7 @@ from etcdsop.cli_options import (
     TimeoutOpt,
     VerboseOpt,
     YesOpt,
+    check_ips,
 )
 from etcdsop.errors import EtcdsopError
 
@@ -68,8 +69,27 @@ def _errors_to_exit_codes() -> Iterator[None]:
 def _load(inventory: Path, extra: list[str] | None) -> Inventory:
     from etcdsop.inventory import load_inventory, parse_extra_vars
 
+    if not inventory.exists():
+        raise _no_inventory(inventory)
     extra_vars = parse_extra_vars(extra or [], Path.cwd())
     return load_inventory(inventory, extra_vars)
+
+
+def _no_inventory(path: Path) -> EtcdsopError:
+    """Where the path came from (-i, env, default), where that is, and how to give one."""
+    from etcdsop.errors import InputError
+
+    env = os.environ.get("ETCDSOP_INVENTORY")
+    if env and Path(env) == path:
+        given = f"ETCDSOP_INVENTORY={path}"
+    elif path == DEFAULT_INVENTORY:
+        given = f"the default {path}"
+    else:
+        given = f"-i {path}"
+    return InputError(
+        f"no inventory: {given}: no such file (looked for {path.absolute()}); "
+        "give one with -i FILE or ETCDSOP_INVENTORY=FILE"
+    )
 
 
 def _context(
@@ -252,6 +272,7 @@ def add(
 ) -> None:
     """Add members one at a time: learner, catch up, promote (Pigsty's bin/etcd-add)."""
     with _errors_to_exit_codes():
+        check_ips(ips)
         from etcdsop.console import print_json
         from etcdsop.ops.add import add as run_add
         from etcdsop.ops.add import members_for_ips
@@ -303,6 +324,7 @@ def promote(
 ) -> None:
     """Promote a learner to a voter once it is in sync (through the leader)."""
     with _errors_to_exit_codes():
+        check_ips([ip])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
         from etcdsop.ops.add import promote as run_promote
@@ -342,6 +364,7 @@ def rm(
 ) -> None:
     """Remove members, or with no IP destroy the cluster (Pigsty's bin/etcd-rm)."""
     with _errors_to_exit_codes():
+        check_ips(ips or [])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
         from etcdsop.ops.remove import check_safeguard, destroy, remove
