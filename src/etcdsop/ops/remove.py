@@ -82,6 +82,9 @@ def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
     """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say."""
     members = list(ctx.inventory.members)
     check_safeguard(members)
+    for member in members:
+        if member.rm_data:
+            hostops.safe_data_dir(member)  # refused now, not after etcd was killed
     result = RemoveResult()
     view = ctx.probe()
     if backup and view.live:
@@ -89,7 +92,10 @@ def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
     elif backup:
         ctx.report.warn("no member answers: no snapshot could be taken")
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
-    results = ctx.parallel(members, lambda m: _clean_host(ctx, m, result))
+    last = _leader_keeping_data(ctx, view, members)
+    first = [m for m in members if m not in last]
+    results = ctx.parallel(first, lambda m: _destroy_host(ctx, m, result))
+    results.update(ctx.parallel(last, lambda m: _destroy_host(ctx, m, result)))
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
         raise ClusterError(
@@ -103,6 +109,63 @@ def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
         f"{ctx.inventory.path} or run etcdsop create to start anew"
     ]
     return result
+
+
+def _leader_keeping_data(
+    ctx: Context, view: ClusterView, members: Sequence[Member]
+) -> list[Member]:
+    """The leader, when it keeps its data (gracefully stopped), to stop after the others.
+
+    etcd's graceful stop (SIGTERM) of a leader first hands its leadership to its
+    longest-connected peer and waits up to its request timeout (5 s + 2 election
+    timeouts) for that peer to take it: stopped at the same time as its peers, it
+    waits all of that. Stopped last, it has no connected peer, skips the transfer and
+    stops at once. A leader whose data is deleted is killed with the others instead.
+    """
+    keeping = [m for m in members if not m.rm_data]
+    if not keeping or not view.live:
+        return []
+    client = ctx.client(timeout=3.0)
+    leader = None
+    for entry in view.members:
+        if entry.client_urls and entry.started:
+            with contextlib.suppress(ClusterError):
+                leader = client.status(entry.client_urls[0]).leader
+                break
+    return [m for m in keeping if (e := find_live(m, view.members)) and e.id == leader]
+
+
+def _destroy_host(ctx: Context, member: Member, result: RemoveResult) -> None:
+    """Stop etcd on one host and delete what etcd_rm_data / etcd_rm_pkg say.
+
+    Where the data is deleted right after, etcd is killed (SIGKILL): the snapshot, if
+    asked for, is already taken and verified, nothing will read that data again, and a
+    graceful stop would cost the leadership-transfer wait (see above) and up to 1 s
+    more while peers are still connected. Where the data is kept, etcd stops
+    gracefully (SIGTERM), its leader last.
+    """
+    host = ctx.host(member)
+    try:
+        host.connect()
+    except ClusterError as exc:
+        ctx.report.warn(
+            f"{member.ip}: host cleanup skipped, unreachable ({exc.message}); "
+            "once it answers, run etcdsop rm (without IPs) again to clean it"
+        )
+        result.cleanup_skipped.append(member.ip)
+        return
+    if member.rm_data:
+        hostops.kill_etcd(host)
+        hostops.remove_files(host, member)
+        done = ["etcd killed and disabled", "config and data deleted"]
+    else:
+        hostops.stop_etcd(host)
+        done = ["etcd stopped and disabled (data kept)"]
+    if member.rm_pkg:
+        hostops.remove_package(host)
+        done.append("package removed")
+    ctx.report.host(member.ip, ", ".join(done), "changed")
+    result.cleaned.append(member.ip)
 
 
 # -- steps ----------------------------------------------------------------------------
