@@ -172,17 +172,38 @@ def create(
 
 @app.command()
 def status(
+    seconds: Annotated[
+        float | None,
+        typer.Argument(
+            metavar="[SECONDS]", help="With --watch: seconds between refreshes [default: 2]."
+        ),
+    ] = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     extra_vars: ExtraOpt = None,
     pki_dir: PkiOpt = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Redraw the table live until Ctrl-C (exit 130): raft index deltas, leader "
+            "changes. `--watch 5` refreshes every 5 s.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Members, leader, raft state, health and quorum; exit 2 when unhealthy."""
     with _errors_to_exit_codes():
-        from etcdsop.console import print_json, status_table
+        interval = _watch_interval(watch, seconds, json_output)
+        from etcdsop.console import print_json, status_table, watch_status
+        from etcdsop.ops.status import poller
         from etcdsop.ops.status import status as run_status
 
         def go(ctx: Context, reporter: RichReporter) -> bool:
+            if interval is not None:
+                try:
+                    watch_status(poller(ctx), interval)
+                except KeyboardInterrupt:
+                    raise typer.Exit(130) from None  # the way out of --watch: no error
             result = run_status(ctx)
             if json_output:
                 print_json(result.to_json())
@@ -193,6 +214,22 @@ def status(
         healthy = _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
     if not healthy:
         raise typer.Exit(2)
+
+
+def _watch_interval(watch: bool, seconds: float | None, json_output: bool) -> float | None:
+    """Seconds between --watch refreshes, or None without --watch; bad combinations: exit 1."""
+    from etcdsop.errors import InputError
+
+    if not watch:
+        if seconds is not None:
+            raise InputError(f"status: {seconds:g} is the refresh interval of --watch: add --watch")
+        return None
+    if json_output:
+        raise InputError("status: --watch redraws a table and cannot be combined with --json")
+    interval = 2.0 if seconds is None else seconds
+    if not 0.2 <= interval <= 3600:
+        raise InputError(f"status: --watch {interval:g}: seconds must be between 0.2 and 3600")
+    return interval
 
 
 @app.command("inventory")

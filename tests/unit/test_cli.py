@@ -136,3 +136,20 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in ("create", "add", "rm", "promote", "status", "inventory", "sandbox"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["status", "--watch", "--json"], "cannot be combined with --json"),
+        (["status", "5"], "add --watch"),
+        (["status", "--watch", "0"], "between 0.2 and 3600"),
+    ],
+)
+def test_status_watch_misuse_is_one_line_exit_1_before_the_inventory(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = runner.invoke(app, [*args, "-i", str(tmp_path / "absent.yml")])
+    assert result.exit_code == 1
+    assert needle in result.output and "absent.yml" not in result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
