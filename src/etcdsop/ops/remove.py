@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,23 +80,34 @@ def remove(ctx: Context, members: Sequence[Member], *, force: bool, backup: bool
 
 
 def destroy(ctx: Context, *, backup: bool) -> RemoveResult:
-    """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say."""
+    """The whole cluster: snapshot, stop every member at once (a leader keeping its data
+    last), delete what etcd_rm_* say."""
     members = list(ctx.inventory.members)
     check_safeguard(members)
     for member in members:
         if member.rm_data:
             hostops.safe_data_dir(member)  # refused now, not after etcd was killed
     result = RemoveResult()
-    view = ctx.probe()
-    if backup and view.live:
-        result.snapshot = _snapshot(ctx, view, exclude=None)
-    elif backup:
-        ctx.report.warn("no member answers: no snapshot could be taken")
+    # SSH handshakes change nothing on a host: they overlap with the probe and snapshot.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        connecting = background.submit(ctx.parallel, members, lambda m: ctx.host(m).connect())
+        view = ctx.probe()
+        if backup and view.live:
+            result.snapshot = _snapshot(ctx, view, exclude=None)
+        elif backup:
+            ctx.report.warn("no member answers: no snapshot could be taken")
+        unreachable = {
+            ip: e for ip, e in connecting.result().items() if isinstance(e, ClusterError)
+        }
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
     last = _leader_keeping_data(ctx, view, members)
     first = [m for m in members if m not in last]
-    results = ctx.parallel(first, lambda m: _destroy_host(ctx, m, result))
-    results.update(ctx.parallel(last, lambda m: _destroy_host(ctx, m, result)))
+
+    def destroy_host(member: Member) -> None:
+        _destroy_host(ctx, member, result, unreachable.get(member.ip))
+
+    results = ctx.parallel(first, destroy_host)
+    results.update(ctx.parallel(last, destroy_host))
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
         raise ClusterError(
@@ -135,7 +147,9 @@ def _leader_keeping_data(
     return [m for m in keeping if (e := find_live(m, view.members)) and e.id == leader]
 
 
-def _destroy_host(ctx: Context, member: Member, result: RemoveResult) -> None:
+def _destroy_host(
+    ctx: Context, member: Member, result: RemoveResult, unreachable: ClusterError | None
+) -> None:
     """Stop etcd on one host and delete what etcd_rm_data / etcd_rm_pkg say.
 
     Where the data is deleted right after, etcd is killed (SIGKILL): the snapshot, if
@@ -144,12 +158,10 @@ def _destroy_host(ctx: Context, member: Member, result: RemoveResult) -> None:
     more while peers are still connected. Where the data is kept, etcd stops
     gracefully (SIGTERM), its leader last.
     """
-    host = ctx.host(member)
-    try:
-        host.connect()
-    except ClusterError as exc:
+    host = ctx.host(member)  # connected by destroy(), unless `unreachable` says why not
+    if unreachable is not None:
         ctx.report.warn(
-            f"{member.ip}: host cleanup skipped, unreachable ({exc.message}); "
+            f"{member.ip}: host cleanup skipped, unreachable ({unreachable.message}); "
             "once it answers, run etcdsop rm (without IPs) again to clean it"
         )
         result.cleanup_skipped.append(member.ip)
