@@ -175,7 +175,7 @@ def status(
     seconds: Annotated[
         float | None,
         typer.Argument(
-            metavar="[SECONDS]", help="With --watch: seconds between refreshes [default: 2]."
+            metavar="SECONDS", help="With --watch: seconds between refreshes [default: 2]."
         ),
     ] = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
