@@ -152,3 +152,33 @@ def test_watch_shows_index_deltas_and_leader_changes() -> None:
     assert "+40" in next(line for line in lines if line.startswith("2f7a3c91"))
     assert any("leader etcd-1 (term 7) -> etcd-2 (term 7)" in line for line in lines)
     assert "Ctrl-C to stop" in lines[-1]
+
+
+def test_watch_shows_an_error_and_tries_again_at_the_next_refresh() -> None:
+    from rich.console import Console
+
+    from etcdsop.console import _watch_view
+    from etcdsop.errors import ClusterError
+
+    state = WatchState(interval=2)
+    answers: list[StatusResult | ClusterError] = [
+        cluster(member(1, leader=True, index=10), member(2, index=10)),
+        ClusterError("198.18.12.11: etcd refused the root password"),
+        cluster(member(1, index=15), member(2, leader=True, index=14)),
+    ]
+
+    def poll() -> StatusResult:
+        answer = answers.pop(0)
+        if isinstance(answer, ClusterError):
+            raise answer
+        return answer
+
+    shown = []
+    for _ in range(3):
+        buf = io.StringIO()
+        Console(file=buf, width=120, color_system=None).print(_watch_view(poll, state))
+        shown.append(buf.getvalue())
+    assert "error: 198.18.12.11: etcd refused the root password" in shown[1]
+    assert "trying again" in shown[1]
+    # The refresh after the error compares with the last good one.
+    assert "+5" in shown[2] and "leader etcd-1 (term 7) -> etcd-2 (term 7)" in shown[2]
