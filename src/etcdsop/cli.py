@@ -30,6 +30,7 @@ from etcdsop.cli_options import (
     VerboseOpt,
     WaitOpt,
     YesOpt,
+    check_ips,
 )
 from etcdsop.errors import EtcdsopError
 
@@ -70,8 +71,27 @@ def _errors_to_exit_codes() -> Iterator[None]:
 def _load(inventory: Path, extra: list[str] | None) -> Inventory:
     from etcdsop.inventory import load_inventory, parse_extra_vars
 
+    if not inventory.exists():
+        raise _no_inventory(inventory)
     extra_vars = parse_extra_vars(extra or [], Path.cwd())
     return load_inventory(inventory, extra_vars)
+
+
+def _no_inventory(path: Path) -> EtcdsopError:
+    """Where the path came from (-i, env, default), where that is, and how to give one."""
+    from etcdsop.errors import InputError
+
+    env = os.environ.get("ETCDSOP_INVENTORY")
+    if env and Path(env) == path:
+        given = f"ETCDSOP_INVENTORY={path}"
+    elif path == DEFAULT_INVENTORY:
+        given = f"the default {path}"
+    else:
+        given = f"-i {path}"
+    return InputError(
+        f"no inventory: {given}: no such file (looked for {path.absolute()}); "
+        "give one with -i FILE or ETCDSOP_INVENTORY=FILE"
+    )
 
 
 def _context(
@@ -167,17 +187,38 @@ def create(
 
 @app.command()
 def status(
+    seconds: Annotated[
+        float | None,
+        typer.Argument(
+            metavar="SECONDS", help="With --watch: seconds between refreshes [default: 2]."
+        ),
+    ] = None,
     inventory: InventoryOpt = DEFAULT_INVENTORY,
     extra_vars: ExtraOpt = None,
     pki_dir: PkiOpt = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Redraw the table live until Ctrl-C (exit 130): raft index deltas, leader "
+            "changes. `--watch 5` refreshes every 5 s.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Members, leader, raft state, health and quorum; exit 2 when unhealthy."""
     with _errors_to_exit_codes():
-        from etcdsop.console import print_json, status_table
+        interval = _watch_interval(watch, seconds, json_output)
+        from etcdsop.console import print_json, status_table, watch_status
+        from etcdsop.ops.status import poller
         from etcdsop.ops.status import status as run_status
 
         def go(ctx: Context, reporter: RichReporter) -> bool:
+            if interval is not None:
+                try:
+                    watch_status(poller(ctx), interval)
+                except KeyboardInterrupt:
+                    raise typer.Exit(130) from None  # the way out of --watch: no error
             result = run_status(ctx)
             if json_output:
                 print_json(result.to_json())
@@ -188,6 +229,22 @@ def status(
         healthy = _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
     if not healthy:
         raise typer.Exit(2)
+
+
+def _watch_interval(watch: bool, seconds: float | None, json_output: bool) -> float | None:
+    """Seconds between --watch refreshes, or None without --watch; bad combinations: exit 1."""
+    from etcdsop.errors import InputError
+
+    if not watch:
+        if seconds is not None:
+            raise InputError(f"status: {seconds:g} is the refresh interval of --watch: add --watch")
+        return None
+    if json_output:
+        raise InputError("status: --watch redraws a table and cannot be combined with --json")
+    interval = 2.0 if seconds is None else seconds
+    if not 0.2 <= interval <= 3600:
+        raise InputError(f"status: --watch {interval:g}: seconds must be between 0.2 and 3600")
+    return interval
 
 
 @app.command("inventory")
@@ -265,6 +322,7 @@ def add(
 ) -> None:
     """Add members one at a time: learner, catch up, promote (Pigsty's bin/etcd-add)."""
     with _errors_to_exit_codes():
+        check_ips(ips)
         from etcdsop.console import print_json
         from etcdsop.ops.add import add as run_add
         from etcdsop.ops.add import members_for_ips
@@ -319,6 +377,7 @@ def promote(
 ) -> None:
     """Promote a learner to a voter once it is in sync (through the leader)."""
     with _errors_to_exit_codes():
+        check_ips([ip])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
         from etcdsop.ops.add import promote as run_promote
@@ -370,6 +429,7 @@ def rm(
 ) -> None:
     """Remove members, or with no IP destroy the cluster (Pigsty's bin/etcd-rm)."""
     with _errors_to_exit_codes():
+        check_ips(ips or [])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
         from etcdsop.ops.remove import check_safeguard, destroy, remove

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from etcdsop.errors import InputError
 
 InventoryOpt = Annotated[
     Path,
@@ -62,3 +66,14 @@ DryRunOpt = Annotated[
 ]
 YesOpt = Annotated[bool, typer.Option("-y", "--yes", help="Skip the countdown.")]
 IpsArg = Annotated[list[str], typer.Argument(help="IP addresses of etcd group hosts.")]
+
+
+def check_ips(args: Sequence[str]) -> None:
+    """IP arguments are IP addresses: said before the inventory is even read (exit 1)."""
+    for arg in args:
+        try:
+            ipaddress.ip_address(arg.strip())
+        except ValueError:
+            raise InputError(
+                f"{arg!r} is not an IP address: give the IP addresses of etcd group hosts"
+            ) from None

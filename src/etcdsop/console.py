@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 
+from etcdsop.errors import EtcdsopError
 from etcdsop.events import Status
 
 if TYPE_CHECKING:
     from etcdsop.ops.status import StatusResult
+    from etcdsop.statusview import WatchState
 
 _MARKS: dict[str, str] = {
     "ok": "[green]ok[/]",
@@ -25,9 +29,11 @@ _MARKS: dict[str, str] = {
     "start": "[blue]...[/]",
 }
 
-# Piped output is not cut to 80 columns: tables stay readable in logs and CI.
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Piped output is not cut to 80 columns (tables stay readable in logs and CI) unless
+# COLUMNS says how wide it should be.
+_PIPED_WIDTH = None if os.environ.get("COLUMNS", "").isdigit() else 160
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 
 
 class RichReporter:
@@ -89,52 +95,32 @@ def countdown(seconds: int, what: str) -> None:
 
 
 def status_table(result: StatusResult) -> None:
-    from rich.table import Table
+    from etcdsop.statusview import StatusView
 
-    table = Table(title=f"etcd cluster {result.cluster} ({result.cluster_id or 'down'})")
-    for column in (
-        "id",
-        "name",
-        "peer url",
-        "client url",
-        "state",
-        "role",
-        "term",
-        "index",
-        "db",
-        "version",
-        "health",
-        "ms",
-    ):
-        table.add_column(column, no_wrap=True)
-    for m in result.members:
-        role = "learner" if m.learner else ("leader" if m.leader else "follower")
-        table.add_row(
-            m.id,
-            m.name or "-",
-            ",".join(m.peer_urls),
-            ",".join(m.client_urls) or "-",
-            "started" if m.started else "unstarted",
-            role,
-            _n(m.raft_term),
-            _n(m.raft_index),
-            _size(m.db_size),
-            m.version or "-",
-            "[green]healthy[/]" if m.healthy else f"[red]unhealthy[/] {escape(m.error or '')}",
-            _n(m.latency_ms),
-        )
-    out.print(table)
-    verdict = "[green]healthy[/]" if result.healthy else "[bold red]UNHEALTHY[/]"
-    out.print(
-        f"{verdict}: {result.healthy_voters}/{result.voters} voters healthy, quorum "
-        f"{result.quorum}, tolerates {result.tolerates} more failure(s)"
-    )
-    for note in result.notes:
-        out.print(f"[yellow]note:[/] {escape(note)}")
+    out.print(StatusView(result))
 
 
-def _n(value: object) -> str:
-    return "-" if value is None else str(value)
+def watch_status(poll: Callable[[], StatusResult], interval: float) -> None:
+    """Redraw the status every `interval` seconds until Ctrl-C (KeyboardInterrupt).
+
+    On a terminal the table is redrawn in place (Rich Live); piped, each refresh is
+    printed after the last, so a log keeps the whole history. An error (etcd busy in
+    the middle of the maintenance being watched) is shown and the next refresh tried.
+    """
+    from rich.live import Live
+
+    from etcdsop.statusview import WatchState
+
+    state = WatchState(interval)
+    if not out.is_terminal:
+        while True:
+            out.print(_watch_view(poll, state))
+            out.print()
+            time.sleep(interval)
+    with Live(console=out, auto_refresh=False, redirect_stderr=False) as live:
+        while True:
+            live.update(_watch_view(poll, state), refresh=True)
+            time.sleep(interval)
 
 
 def _size(value: int | None) -> str:
@@ -166,3 +152,16 @@ def audit_table(records: list[dict[str, Any]], path: Path) -> None:
             escape(", ".join(Path(p).name for p in r.get("snapshots", []) or [])),
         )
     out.print(table)
+
+
+def _watch_view(poll: Callable[[], StatusResult], state: WatchState) -> RenderableType:
+    from etcdsop.statusview import StatusView
+
+    try:
+        result = poll()
+    except EtcdsopError as exc:
+        stamp = time.strftime("%H:%M:%S")
+        return f"[bold red]error:[/] {escape(exc.message)} [dim]({stamp}; trying again)[/]"
+    view = StatusView(result, state)  # drawn against the previous result...
+    state.advance(result)  # ...which this result then replaces
+    return view

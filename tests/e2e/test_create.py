@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -329,6 +333,40 @@ def test_status_reports_members_and_fails_when_unhealthy(
     data = json.loads(proc.stdout)
     assert data["healthy"] is False and data["tolerates"] == 0
     assert [m["healthy"] for m in data["members"] if m["name"] == "etcd-3"] == [False]
+    assert [m["problem"] for m in data["members"] if m["name"] == "etcd-3"] == ["down: refused"]
+
+    # The table an operator reads at 100 columns: every name and client URL whole.
+    proc = run_cli("status", "-i", str(inventory), check=False, env={"COLUMNS": "100"})
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    for seq, ip in enumerate(ips, start=1):
+        row = next((x for x in lines if x.startswith(f"etcd-{seq} ") or f" etcd-{seq} " in x), "")
+        assert f"https://{ip}:2379" in row, proc.stdout
+    assert "down: refused" in next(x for x in lines if " etcd-3 " in x or x.startswith("etcd-3"))
+    assert all(len(x) <= 100 for x in lines), proc.stdout
+
+    # --watch, piped: one table per refresh; Ctrl-C ends it with 130 and no traceback.
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "etcdsop", "status", "--watch", "0.5", "-i", str(inventory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    guard = threading.Timer(120, watcher.kill)  # a hung watch fails the test, never hangs it
+    guard.start()
+    seen: list[str] = []
+    assert watcher.stdout is not None
+    while sum("Ctrl-C to stop" in x for x in seen) < 2:
+        line = watcher.stdout.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    watcher.send_signal(signal.SIGINT)
+    _, errors = watcher.communicate(timeout=60)
+    guard.cancel()
+    assert watcher.returncode == 130, errors
+    assert "Traceback" not in errors and "error" not in errors
+    assert any("+index" in x for x in seen)  # the second table shows raft index deltas
 
 
 # SO_REUSEADDR: the port may still have TIME_WAIT connections of an earlier etcd.

@@ -252,3 +252,17 @@ def test_rm_without_ips_destroys_the_cluster(five: Cluster) -> None:
         "/etc/profile.d/etcdctl.sh 2>/dev/null; systemctl is-active etcd; true",
     )
     assert all(out.strip() == "inactive" for out in leftovers.values()), leftovers
+
+
+def test_destroy_keeping_the_data_stops_every_member_gracefully(five: Cluster) -> None:
+    proc = five.cli("rm", "-y", "--json", "-e", "etcd_rm_data=false")
+    verify_snapshot(Path(json.loads(proc.stdout)["snapshot"]))
+    assert "data kept" in proc.stderr
+    states = five.bed.each(
+        five.ips, "systemctl is-active etcd; systemctl is-enabled etcd; ls /data/etcd/member"
+    )
+    for out in states.values():
+        assert out.split()[:2] == ["inactive", "disabled"] and "wal" in out.split(), states
+    # The data was left whole: started again as it was, the cluster has every key.
+    five.bed.each(five.ips, "systemctl start etcd")
+    retry_etcd(five.assert_keys, transient=("unhealthy cluster",), timeout=30)

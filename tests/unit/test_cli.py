@@ -83,7 +83,44 @@ def test_missing_inventory_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yml"
     result = runner.invoke(app, ["create", "-i", str(missing)])
     assert result.exit_code == 1
-    assert "nope.yml" in result.output and "Traceback" not in result.output
+    assert f"-i {missing}: no such file" in result.output and "Traceback" not in result.output
+
+
+def test_no_inventory_says_where_it_looked_and_how_to_give_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ETCDSOP_INVENTORY", raising=False)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    line = " ".join(result.output.split())  # Rich may wrap the line
+    assert "the default pigsty.yml: no such file" in line
+    assert str(tmp_path / "pigsty.yml") in line
+    assert "-i FILE" in line and "ETCDSOP_INVENTORY=FILE" in line
+    assert result.output.count("error:") == 1
+
+    monkeypatch.setenv("ETCDSOP_INVENTORY", str(tmp_path / "env.yml"))
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert f"ETCDSOP_INVENTORY={tmp_path / 'env.yml'}: no such file" in " ".join(
+        result.output.split()
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["rm", "10.0.0.x", "-y"], ["add", "198.18.99.11", "etcd-2", "-y"], ["promote", "host1"]],
+)
+def test_an_ip_argument_that_is_no_ip_is_named_before_the_inventory_is_read(
+    tmp_path: Path, args: list[str]
+) -> None:
+    broken = tmp_path / "pigsty.yml"
+    broken.write_text("etcd: [unclosed\n")  # reading it would be an error of its own
+    result = runner.invoke(app, [*args, "-i", str(broken)])
+    assert result.exit_code == 1
+    bad = next(a for a in args[1:] if a not in ("-y", "198.18.99.11"))
+    assert f"'{bad}' is not an IP address" in result.output
+    assert "YAML" not in result.output and result.output.count("error:") == 1
 
 
 def test_safeguard_refuses_rm_before_any_host_is_touched(inventory: Path) -> None:
@@ -99,3 +136,20 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in ("create", "add", "rm", "promote", "status", "inventory", "sandbox"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["status", "--watch", "--json"], "cannot be combined with --json"),
+        (["status", "5"], "add --watch"),
+        (["status", "--watch", "0"], "between 0.2 and 3600"),
+    ],
+)
+def test_status_watch_misuse_is_one_line_exit_1_before_the_inventory(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = runner.invoke(app, [*args, "-i", str(tmp_path / "absent.yml")])
+    assert result.exit_code == 1
+    assert needle in result.output and "absent.yml" not in result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output

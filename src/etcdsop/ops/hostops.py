@@ -1,4 +1,4 @@
-"""Host-side steps shared by add (rollback), rm and destroy: stop etcd, wipe it."""
+"""Host-side steps shared by add (rollback), rm and destroy: stop (or kill) etcd, wipe it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ exit 0
 """
 
 
+# Destroy only, where the data and unit are deleted right after: no graceful shutdown to
+# wait for (bbolt and the WAL are crash-safe anyway). Stopping the killed unit cancels the
+# restart that Restart=on-failure would schedule. Disabling skips Debian's SysV sync, as
+# enabling does (systemd ignores an init script that has a native unit), and the reload
+# that remove_files does once the unit file is gone.
+_KILL = r"""
+SYSTEMCTL_SKIP_SYSV=1 systemctl disable --no-reload --quiet etcd >/dev/null 2>&1
+systemctl kill --signal=SIGKILL etcd >/dev/null 2>&1
+timeout 40 systemctl stop etcd >/dev/null 2>&1
+systemctl reset-failed etcd >/dev/null 2>&1
+if [ "$(systemctl is-active etcd 2>/dev/null)" = active ]; then
+  echo "etcd still active" >&2; exit 1
+fi
+exit 0
+"""
+
+
 def safe_data_dir(member: Member) -> str:
     """Refuse to wipe anything that is not a dedicated data dir (as the inventory does)."""
     problem = data_dir_problem(member.data_dir)
@@ -35,6 +52,11 @@ def safe_data_dir(member: Member) -> str:
 
 def stop_etcd(host: RemoteHost) -> None:
     host.run(["sh", "-c", _STOP], timeout=75)
+
+
+def kill_etcd(host: RemoteHost) -> None:
+    """SIGKILL etcd and disable it: only where remove_files follows at once (destroy)."""
+    host.run(["sh", "-c", _KILL], timeout=75)
 
 
 def wipe_data(host: RemoteHost, member: Member) -> None:

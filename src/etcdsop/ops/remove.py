@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,29 +95,44 @@ def remove(
 
 
 def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> RemoveResult:
-    """The whole cluster: snapshot, stop every member at once, delete what etcd_rm_* say.
+    """The whole cluster: snapshot, stop every member at once (a leader keeping its data
+    last), delete what etcd_rm_* say.
 
     Without a verified snapshot only with --no-backup: a cluster that does not answer
     this admin node (another CA, no admin certificate) is not a cluster that is gone.
     """
     members = list(ctx.inventory.members)
     check_safeguard(members)
+    for member in members:
+        if member.rm_data:
+            hostops.safe_data_dir(member)  # refused now, not after etcd was killed
     result = RemoveResult()
-    _check_cleanup(ctx, members, force=force_cleanup)
-    if backup:
-        try:
-            _refuse_without_pki(ctx)
-            view = ctx.probe()
-            if not view.live:
-                raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
-            result.snapshot = _snapshot(ctx, view, exclude=None)
-        except ClusterError as exc:
-            raise GuardRefused(
-                f"no verified snapshot could be taken ({exc.message}), so nothing was "
-                "destroyed: fix that, or destroy without a backup with --no-backup"
-            ) from exc
+    # SSH handshakes and the ownership check change nothing on a host: they overlap
+    # with the probe and the snapshot; both must pass before anything stops.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        checking = background.submit(_check_cleanup, ctx, members, force=force_cleanup)
+        view = ctx.probe()
+        if backup:
+            try:
+                _refuse_without_pki(ctx)
+                if not view.live:
+                    raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
+                result.snapshot = _snapshot(ctx, view, exclude=None)
+            except ClusterError as exc:
+                raise GuardRefused(
+                    f"no verified snapshot could be taken ({exc.message}), so nothing was "
+                    "destroyed: fix that, or destroy without a backup with --no-backup"
+                ) from exc
+        unreachable = checking.result()
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
-    results = ctx.parallel(members, lambda m: _clean_host(ctx, m, result))
+    last = _leader_keeping_data(ctx, view, members)
+    first = [m for m in members if m not in last]
+
+    def destroy_host(member: Member) -> None:
+        _destroy_host(ctx, member, result, unreachable.get(member.ip))
+
+    results = ctx.parallel(first, destroy_host)
+    results.update(ctx.parallel(last, destroy_host))
     failed = [v for v in results.values() if isinstance(v, ClusterError)]
     if failed:
         raise ClusterError(
@@ -139,6 +155,63 @@ def _refuse_without_pki(ctx: Context) -> None:
             f"no admin certificate under {ctx.pki_dir}, so the cluster cannot be asked "
             f"anything and nothing was changed: {ctx.pki_hint()}"
         )
+
+
+def _leader_keeping_data(
+    ctx: Context, view: ClusterView, members: Sequence[Member]
+) -> list[Member]:
+    """The leader, when it keeps its data (gracefully stopped), to stop after the others.
+
+    etcd's graceful stop (SIGTERM) of a leader first hands its leadership to its
+    longest-connected peer and waits up to its request timeout (5 s + 2 election
+    timeouts) for that peer to take it: stopped at the same time as its peers, it
+    waits all of that. Stopped last, it has no connected peer, skips the transfer and
+    stops at once. A leader whose data is deleted is killed with the others instead.
+    """
+    keeping = [m for m in members if not m.rm_data]
+    if not keeping or not view.live:
+        return []
+    client = ctx.client(timeout=3.0)
+    leader = None
+    for entry in view.members:
+        if entry.client_urls and entry.started:
+            with contextlib.suppress(ClusterError):
+                leader = client.status(entry.client_urls[0]).leader
+                break
+    return [m for m in keeping if (e := find_live(m, view.members)) and e.id == leader]
+
+
+def _destroy_host(
+    ctx: Context, member: Member, result: RemoveResult, unreachable: ClusterError | None
+) -> None:
+    """Stop etcd on one host and delete what etcd_rm_data / etcd_rm_pkg say.
+
+    Where the data is deleted right after, etcd is killed (SIGKILL): the snapshot, if
+    asked for, is already taken and verified, nothing will read that data again, and a
+    graceful stop would cost the leadership-transfer wait (see above) and up to 1 s
+    more while peers are still connected. Where the data is kept, etcd stops
+    gracefully (SIGTERM), its leader last.
+    """
+    host = ctx.host(member)  # connected by destroy(), unless `unreachable` says why not
+    if unreachable is not None:
+        ctx.report.warn(
+            f"{member.ip}: host cleanup skipped, unreachable ({unreachable.message}); "
+            "once it answers, run etcdsop rm (without IPs) again to clean it"
+        )
+        result.cleanup_skipped.append(member.ip)
+        return
+    if member.rm_data:
+        hostops.kill_etcd(host)
+        hostops.remove_files(host, member)
+        done = ["etcd killed and disabled", "config and data deleted"]
+    else:
+        hostops.stop_etcd(host)
+        done = ["etcd stopped and disabled (data kept)"]
+    if member.rm_pkg:
+        hostops.remove_package(host)
+        done.append("package removed")
+    ctx.report.host(member.ip, ", ".join(done), "changed")
+    result.cleaned.append(member.ip)
 
 
 # -- steps ----------------------------------------------------------------------------
@@ -246,16 +319,21 @@ def _check_not_a_member(member: Member, view: ClusterView) -> None:
     )
 
 
-def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> None:
+def _check_cleanup(
+    ctx: Context, members: Sequence[Member], *, force: bool
+) -> dict[str, ClusterError]:
     """Refuse (exit 3) before anything changes when a host runs or holds etcd things
     that its own etcd.conf does not show to be this member's; --force-cleanup overrides."""
+
+    unreachable: dict[str, ClusterError] = {}
 
     def look(member: Member) -> HostFacts | None:
         host = ctx.host(member)
         try:
             host.connect()
-        except ClusterError:
-            return None  # reported (and skipped) by the cleanup itself
+        except ClusterError as exc:
+            unreachable[member.ip] = exc  # reported (and skipped) by the cleanup itself
+            return None
         return gather(host, member.data_dir, (ETCD_CONF,))
 
     results = ctx.parallel(members, look)
@@ -267,11 +345,11 @@ def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> N
         if isinstance(value, HostFacts) and (why := cleanup_refusal(member, value, member.rm_data)):
             refusals.append(why)
     if not refusals:
-        return
+        return unreachable
     if force:
         for why in refusals:
             ctx.report.warn(f"--force-cleanup: cleaning anyway: {why}")
-        return
+        return unreachable
     raise GuardRefused(
         f"refusing to delete anything, nothing was changed: {refusals[0]}: remove it by "
         "hand if it is not needed, or --force-cleanup",

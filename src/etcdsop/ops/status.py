@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from etcdsop.errors import ClusterError
-from etcdsop.etcd import EndpointStatus
+from etcdsop.etcd import EndpointStatus, EtcdClient
 from etcdsop.ops.common import Context
 
 
@@ -26,7 +27,8 @@ class MemberRow:
     healthy: bool
     latency_ms: float | None
     in_inventory: bool
-    error: str | None = None
+    error: str | None = None  # the whole error, shown below the table
+    problem: str | None = None  # its short word for the table cell: `down: refused`, `tls`...
 
 
 @dataclass
@@ -54,7 +56,45 @@ class StatusResult:
         return data
 
 
-def status(ctx: Context) -> StatusResult:
+# Substrings of connection errors (urllib3, OpenSSL, errno texts) -> the word in the cell.
+_PROBLEMS = (
+    ("not started", "unstarted"),
+    ("connection refused", "down: refused"),
+    ("no route to host", "down: no route"),
+    ("network is unreachable", "down: no route"),
+    ("host is unreachable", "down: no route"),
+    ("timed out", "timeout"),
+    ("timeout", "timeout"),
+    ("ssl", "tls"),
+    ("certificate", "tls"),
+    ("tls", "tls"),
+    ("etcd error", "etcd error"),
+    ("not an etcd answer", "not etcd"),
+)
+
+
+def problem_word(error: str | None, *, answered: bool) -> str:
+    """A member's trouble in a word or two; `unhealthy` when it answers without a leader."""
+    if error is None:
+        return "unhealthy" if answered else "down"
+    text = error.lower()
+    return next((word for needle, word in _PROBLEMS if needle in text), "down")
+
+
+def poller(ctx: Context) -> Callable[[], StatusResult]:
+    """status() again and again (--watch) with one client, so one authentication: on
+    etcd 3.4 each is a raft proposal (and a bcrypt), which would feed the index deltas."""
+    clients: list[EtcdClient] = []
+
+    def poll() -> StatusResult:
+        if not clients and ctx.tls_files() is not None:
+            clients.append(ctx.client())
+        return status(ctx, client=clients[0] if clients else None)
+
+    return poll
+
+
+def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
     inventory = ctx.inventory
     view = ctx.probe()
     result = StatusResult(
@@ -63,7 +103,7 @@ def status(ctx: Context) -> StatusResult:
     if not view.live:
         result.notes.append("no member of the inventory answers: the cluster is down or absent")
         return result
-    client = ctx.client()
+    client = client or ctx.client()
     inventory_peers = {m.peer_url for m in inventory.members}
 
     def probe_member(url: str) -> tuple[EndpointStatus | None, bool, str | None]:
@@ -105,6 +145,7 @@ def status(ctx: Context) -> StatusResult:
                 latency_ms=round(st.latency_ms, 1) if st else None,
                 in_inventory=any(u in inventory_peers for u in mi.peer_urls),
                 error=error,
+                problem=None if healthy else problem_word(error, answered=st is not None),
             )
         )
     voters = [r for r in result.members if not r.learner]
