@@ -30,7 +30,7 @@ unit:
 	$(PYTHON) -m pytest -m 'not e2e' -q
 
 test: setup lint
-	$(PYTHON) -m pytest -q --durations=20
+	$(PYTHON) -m pytest -q --durations=20 -n 2 --dist loadfile
 
 bench: setup
 	$(PYTHON) bench/run.py

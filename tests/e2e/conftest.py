@@ -22,8 +22,14 @@ import yaml
 from etcdsop import sandbox
 from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
-SANDBOX_DIR = Path(os.environ.get("ETCDSOP_TEST_SANDBOX_DIR", "/var/lib/etcdsop/test-sandbox"))
-SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2"))
+# Under pytest-xdist (`make test` runs two workers) each worker has its own sandbox:
+# worker N on subnet 2+N, in its own state dir.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+SANDBOX_DIR = Path(
+    os.environ.get("ETCDSOP_TEST_SANDBOX_DIR", "/var/lib/etcdsop/test-sandbox")
+    + (f"-w{WORKER}" if WORKER else "")
+)
+SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2")) + WORKER
 # One base for every e2e test: real Patroni and vip-manager clients too (never auto-started),
 # and sudo for the non-root login tests.
 PG_PACKAGES = (*POSTGRES_PACKAGES, "sudo")
