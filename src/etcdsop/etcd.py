@@ -266,7 +266,12 @@ class EtcdClient:
                 try:
                     return self._post_one(target, path, body, auth=auth)
                 except EtcdApiError as exc:
-                    if "invalid auth token" not in exc.etcd_message or not self.user or not auth:
+                    # The token expired, or auth was enabled since we found it off (create
+                    # enables it while the lock taken before is still to be released).
+                    stale = "invalid auth token" in exc.etcd_message or (
+                        "user name is empty" in exc.etcd_message and self._token is None
+                    )
+                    if not stale or not self.user or not auth:
                         raise
                     self._token = None
                     self._auth_checked = False
