@@ -30,9 +30,15 @@ _MARKS: dict[str, str] = {
 }
 
 # Piped output is not cut to 80 columns (tables stay readable in logs and CI) unless
-# COLUMNS says how wide it should be.
+# COLUMNS says how wide it should be. Lines on stderr are never broken by us (soft wrap):
+# an error stays one line for grep and scripts, and the terminal wraps it for the eye.
 _PIPED_WIDTH = None if os.environ.get("COLUMNS", "").isdigit() else 160
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
+err = Console(
+    stderr=True,
+    highlight=False,
+    soft_wrap=True,
+    width=None if sys.stderr.isatty() else _PIPED_WIDTH,
+)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 
 

@@ -2,8 +2,8 @@
 after each progress line it prints (SIGINT, then SIGKILL), run it again, and check
 the cluster is as the inventory says: the member list, every member started, no
 learner, every key written before readable, every etcd.conf whole, the lock free. A
-writer puts a key every 50 ms throughout: the longest run of refused writes is
-recorded.
+writer puts a key every 50 ms throughout: every write it saw acknowledged must be
+readable afterwards, and the longest gap between acknowledged writes is recorded.
 
 The figures of the last run go to $ETCDSOP_FAULTS_REPORT/<command>.json for README.
 """
@@ -47,30 +47,37 @@ class Figures:
 
 
 class Writer:
-    """A key every 50 ms through the voters; the longest stretch of refused writes."""
+    """A key every 50 ms through the voters. The outage is the longest time between two
+    acknowledged writes beyond the 50 ms cadence: refused writes and writes that hung
+    (the client retried elsewhere) both count."""
+
+    CADENCE = 0.05
 
     def __init__(self, make_client: Callable[[], EtcdClient]) -> None:
         self.make_client = make_client
-        self.ok = 0
+        self.acked: list[str] = []
+        self.refused = 0
         self.longest = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         c = self.make_client()
-        failing_since: float | None = None
+        last_ok = time.monotonic()
         i = 0
         while not self._stop.is_set():
             try:
-                c.put(f"/app/writer/{i:06d}", "x")
-                self.ok += 1
-                failing_since = None
-            except ClusterError:
+                key = f"/app/writer/{i:06d}"
+                c.put(key, "x")
+                self.acked.append(key)
                 now = time.monotonic()
-                failing_since = failing_since or now
-                self.longest = max(self.longest, now - failing_since)
+                self.longest = max(self.longest, now - last_ok - self.CADENCE)
+                last_ok = now
+            except ClusterError:
+                self.refused += 1
+                self.longest = max(self.longest, time.monotonic() - last_ok - self.CADENCE)
             i += 1
-            self._stop.wait(0.05)
+            self._stop.wait(self.CADENCE)
 
     def stop_now(self) -> None:
         self._stop.set()
@@ -150,6 +157,10 @@ class Harness:
                 problems.append(f"{ip}: data dir left")
         return problems
 
+    def writes_lost(self, voters: list[str], acked: list[str]) -> int:
+        got = self.client(voters).get_prefix("/app/writer/")
+        return sum(1 for key in acked if key not in got)
+
     def keys_lost(self, voters: list[str]) -> int:
         got = self.client(voters).get_prefix("/app/fault/")
         return sum(1 for k, v in KEYS.items() if got.get(k) != v.encode())
@@ -187,20 +198,25 @@ def sweep(
                 rerun = harness.cli(*args, "--wait", "60", check=False)
             figures.fault_points += 1
             figures.longest_outage_s = max(figures.longest_outage_s, round(writer.longest, 2))
+            problems = []
             if rerun.returncode != 0:
-                figures.failures.append(
-                    f"{where}: re-run exited {rerun.returncode}: "
-                    f"{rerun.stderr[-600:]}\n--- interrupted run:\n"
-                    f"{output[-800:]}"
+                problems.append(
+                    f"re-run exited {rerun.returncode}: {rerun.stderr[-600:]}\n"
+                    f"--- interrupted run:\n{output[-800:]}"
                 )
             else:
-                problems = harness.converged(voters_after, absent_after, keys=keys)
-                if problems:
-                    figures.failures.append(f"{where}: {'; '.join(problems)}")
-                else:
-                    figures.converged += 1
+                problems += harness.converged(voters_after, absent_after, keys=keys)
+            if writer_ips is not None:
+                lost_writes = harness.writes_lost(voters_after, writer.acked)
+                figures.keys_lost = max(figures.keys_lost, lost_writes)
+                if not writer.acked or lost_writes:
+                    problems.append(f"writer: {len(writer.acked)} acked, {lost_writes} lost")
             if keys:
                 figures.keys_lost = max(figures.keys_lost, harness.keys_lost(voters_after))
+            if problems:
+                figures.failures.append(f"{where}: {'; '.join(problems)}")
+            else:
+                figures.converged += 1
             reset()
     record(figures)
     return figures
