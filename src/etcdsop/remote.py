@@ -299,11 +299,24 @@ class RemoteHost:
 
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         result = self.run(
-            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
+            ["journalctl", "-u", unit, "-n", str(lines * 10), "--no-pager", "-o", "cat"],
             check=False,
             timeout=20,
         )
-        return result.stdout.strip()
+        return "\n".join(without_stack_traces(result.stdout.splitlines())[-lines:]).strip()
+
+
+def without_stack_traces(lines: list[str]) -> list[str]:
+    """A Go panic's goroutine dump buries the one line that says why (`panic: create
+    wal error: no space left on device`): drop the frames, keep the words."""
+    kept = []
+    for i, line in enumerate(lines):
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        is_frame = line[:1].isspace() or (following[:1].isspace() and ".go:" in following)
+        if is_frame or line.startswith("goroutine ") or not line.strip():
+            continue
+        kept.append(line)
+    return kept
 
 
 _PUT_FILES = r"""

@@ -114,6 +114,29 @@ def interrupt_after(args: list[str], index: int, sig: int) -> tuple[int, str]:
     return proc.wait(timeout=300), "".join(seen)
 
 
+def fault_after(args: list[str], pattern: str, fault: Callable[[], None]) -> tuple[int, str]:
+    """Run etcdsop; call fault() right after the first progress line matching pattern
+    (a regular expression), then let the command end on its own (every wait is bounded)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcdsop", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    injected = False
+    for line in proc.stderr:
+        seen.append(line)
+        if not injected and LINE.match(line) and re.search(pattern, line):
+            fault()
+            injected = True
+    code = proc.wait(timeout=600)
+    assert injected, f"no progress line matched {pattern!r}:\n{''.join(seen)}"
+    return code, "".join(seen)
+
+
 def progress_lines(args: list[str]) -> list[str]:
     proc = run_cli(*args)
     return [line for line in proc.stderr.splitlines() if LINE.match(line)]
@@ -183,8 +206,11 @@ def sweep(
     writer_ips: list[str] | None,
     reset: Callable[[], None],
     keys: bool = True,
+    check: Callable[[], list[str]] | None = None,
 ) -> Figures:
-    """Each progress line x each signal: interrupt, re-run, check, reset."""
+    """Each progress line x each signal: interrupt, re-run, check, reset. `check` says
+    what differs from the expected end state (default: the cluster as the inventory
+    says, `voters_after` started, `absent_after` cleaned)."""
     figures = Figures(name)
     lines = progress_lines([*args, "-i", str(harness.inventory)])
     reset()
@@ -204,6 +230,8 @@ def sweep(
                     f"re-run exited {rerun.returncode}: {rerun.stderr[-600:]}\n"
                     f"--- interrupted run:\n{output[-800:]}"
                 )
+            elif check is not None:
+                problems += check()
             else:
                 problems += harness.converged(voters_after, absent_after, keys=keys)
             if writer_ips is not None:

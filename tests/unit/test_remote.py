@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from etcdsop.model import SshTarget
-from etcdsop.remote import SshOptions, _sudo_refused, resolve
+from etcdsop.remote import SshOptions, _sudo_refused, resolve, without_stack_traces
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,24 @@ def test_inventory_vars_win_over_ssh_config_and_defaults_apply(tmp_path: Path) -
     )
     assert other.known_hosts == Path(os.path.expanduser("~/.ssh/known_hosts"))
     assert resolve(SshTarget(address="10.0.0.6"), SshOptions(strict_host_keys=True)).strict
+
+
+def test_journal_keeps_why_a_go_program_panicked_not_its_goroutine_dump() -> None:
+    journal = [
+        '{"level":"info","msg":"starting"}',
+        "create wal error: no space left on device",
+        "panic: create wal error: no space left on device",
+        "",
+        "goroutine 1 [running]:",
+        "github.com/coreos/pkg/capnslog.(*PackageLogger).Panicf(0x0?, {0x102c2dd?, 0x15?})",
+        "        github.com/coreos/pkg/capnslog/pkg_logger.go:88 +0xb4",
+        "main.main()",
+        "        go.etcd.io/etcd/main.go:28 +0x17",
+        "etcd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT",
+    ]
+    assert without_stack_traces(journal) == [
+        '{"level":"info","msg":"starting"}',
+        "create wal error: no space left on device",
+        "panic: create wal error: no space left on device",
+        "etcd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT",
+    ]

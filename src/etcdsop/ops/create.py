@@ -14,6 +14,7 @@ from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.inventory import select
 from etcdsop.model import DEFAULT_ROOT_PASSWORD, Member
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.destroying import clear_record
 from etcdsop.ops.join import join_member
 from etcdsop.ops.register import register
 from etcdsop.ops.restart import leader_last, rolling_restart
@@ -98,6 +99,7 @@ def create(ctx: Context, *, promote_timeout: float = 300.0) -> CreateResult:
         register(ctx, targets)
         return result
 
+    clear_record(inventory)  # a destroy's snapshot no longer stands for what comes now
     report.phase("apply")
     apply_plans(ctx, [p for p in plans if p.member not in joiners])
     report.phase("launch")

@@ -59,9 +59,19 @@ def kill_etcd(host: RemoteHost) -> None:
     host.run(["sh", "-c", _KILL], timeout=75)
 
 
+# The data dir may be a mount point (a disk of its own for etcd): rm then empties it
+# but cannot remove it, and an empty mount point is as good as no directory.
+_WIPE = r"""
+out=$(rm -rf --one-file-system "$1" 2>&1) && exit 0
+[ -z "$(ls -A "$1" 2>/dev/null)" ] && exit 0
+echo "$out" >&2
+exit 1
+"""
+
+
 def wipe_data(host: RemoteHost, member: Member) -> None:
     """Only the data dir: a removed member's data can never rejoin (etcd-rules.md)."""
-    host.run(["rm", "-rf", "--one-file-system", safe_data_dir(member)])
+    host.run(["sh", "-c", _WIPE, "sh", safe_data_dir(member)])
 
 
 # Our files by name (and reload's backups of them), the data dir the host's etcd.conf
@@ -73,7 +83,8 @@ rm -f /etc/etcd/ca.crt /etc/etcd/server.crt /etc/etcd/server.key /etc/etcd/etcd.
 find /etc/etcd /etc/profile.d -maxdepth 1 -type f \
   \( -name 'etcd.conf.*.bak' -o -name 'etcd.pass.*.bak' -o -name 'etcdctl.sh.*.bak' \) \
   -delete 2>/dev/null
-rm -rf --one-file-system "$data"
+rm -rf --one-file-system "$data" 2>/dev/null  # a mount point stays, emptied
+[ -n "$(ls -A "$data" 2>/dev/null)" ] && echo "kept $data"
 if [ -e /var/lib/etcd/.etcdsop-installed ]; then
   rm -rf --one-file-system /var/lib/etcd/default /var/lib/etcd/.etcdsop-installed
 fi

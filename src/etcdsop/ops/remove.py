@@ -18,6 +18,7 @@ from etcdsop.model import Member
 from etcdsop.ops import hostops
 from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.destroying import clear_record, interrupted_destroy, write_record
 from etcdsop.ops.membership import remove_member
 from etcdsop.ops.register import deregister
 from etcdsop.ops.stages import refresh_conf
@@ -113,17 +114,10 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
         checking = background.submit(_check_cleanup, ctx, members, force=force_cleanup)
         view = ctx.probe()
         if backup:
-            try:
-                _refuse_without_pki(ctx)
-                if not view.live:
-                    raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
-                result.snapshot = _snapshot(ctx, view, exclude=None)
-            except ClusterError as exc:
-                raise GuardRefused(
-                    f"no verified snapshot could be taken ({exc.message}), so nothing was "
-                    "destroyed: fix that, or destroy without a backup with --no-backup"
-                ) from exc
+            result.snapshot = _destroy_snapshot(ctx, view)
         unreachable = checking.result()
+    if result.snapshot is not None:
+        write_record(ctx.inventory, result.snapshot)
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
     last = _leader_keeping_data(ctx, view, members)
     first = [m for m in members if m not in last]
@@ -141,11 +135,35 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
         )
     result.removed = [{"ip": m.ip, "name": m.name} for m in members]
     deregister(ctx, members)
+    clear_record(ctx.inventory)
     result.next_steps = [
         f"the cluster is gone: delete the etcd group from "
         f"{ctx.inventory.path} or run etcdsop create to start anew"
     ]
     return result
+
+
+def _destroy_snapshot(ctx: Context, view: ClusterView) -> str:
+    """A fresh verified snapshot, or the one an interrupted destroy of these hosts took
+    before it stopped anything (the cluster may have no quorum left to take one)."""
+    try:
+        _refuse_without_pki(ctx)
+        if not view.live:
+            raise ClusterError(f"no member of cluster {ctx.inventory.cluster!r} answers")
+        return _snapshot(ctx, view, exclude=None)
+    except ClusterError as exc:
+        earlier = interrupted_destroy(ctx.inventory)
+        if earlier is None:
+            raise GuardRefused(
+                f"no verified snapshot could be taken ({exc.message}), so nothing was "
+                "destroyed: fix that, or destroy without a backup with --no-backup"
+            ) from exc
+        ctx.report.info(
+            f"no snapshot now ({exc.message}); the destroy begun {earlier.started} was "
+            f"interrupted after its snapshot: {earlier.snapshot} (verified again) is the backup"
+        )
+        ctx.snapshots.append(str(earlier.snapshot))
+        return str(earlier.snapshot)
 
 
 def _refuse_without_pki(ctx: Context) -> None:
@@ -202,8 +220,10 @@ def _destroy_host(
         return
     if member.rm_data:
         hostops.kill_etcd(host)
-        hostops.remove_files(host, member)
+        kept = hostops.remove_files(host, member)
         done = ["etcd killed and disabled", "config and data deleted"]
+        if kept:
+            done.append(f"kept {', '.join(kept)} (not empty: not only ours)")
     else:
         hostops.stop_etcd(host)
         done = ["etcd stopped and disabled (data kept)"]

@@ -187,6 +187,7 @@ def up(
         p.known_hosts.chmod(0o600)
         with _net.machine_lock():
             _net.ensure_nspawn_tmpfs()
+            _net.ensure_inotify_instances()
             _net.ensure_bridge(layout, owner=str(p.state_dir))
         seqs = sorted(set(range(1, count + 1)) | set(state.pids))
         refs = {seq: _hosts.host_ref(p, layout, seq) for seq in seqs}

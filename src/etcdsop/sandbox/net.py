@@ -191,6 +191,22 @@ def ensure_nspawn_tmpfs() -> None:
     run([*argv, str(NSPAWN_RUN)], what="sandbox: tmpfs on /run/systemd/nspawn")
 
 
+# Each booted host's systemd takes about ten inotify instances, all counted against
+# root; the kernel's default of 128 stops a boot half-way (no sshd) at about a dozen
+# hosts across all sandboxes. Raised, never lowered; the watches limit is ample.
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_INSTANCES_WANTED = 8192
+
+
+def ensure_inotify_instances() -> None:
+    try:
+        current = int(INOTIFY_INSTANCES.read_text())
+        if current < INOTIFY_INSTANCES_WANTED:
+            INOTIFY_INSTANCES.write_text(f"{INOTIFY_INSTANCES_WANTED}\n")
+    except (OSError, ValueError):
+        pass  # read-only /proc/sys (a container): hosts boot as far as the limit allows
+
+
 def release_nspawn_tmpfs(nspawn_running: bool) -> None:
     """Unmount our tmpfs once no container of any kind runs any more."""
     if nspawn_running:
