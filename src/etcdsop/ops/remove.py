@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,8 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
         checking = background.submit(_check_cleanup, ctx, members, force=force_cleanup)
         view = ctx.probe()
         if backup:
-            result.snapshot = _destroy_snapshot(ctx, view)
-        unreachable = checking.result()
+            result.snapshot = _destroy_snapshot(ctx, view, checking)
+        cleanup = checking.result()
     if result.snapshot is not None:
         write_record(ctx.inventory, result.snapshot)
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
@@ -123,7 +123,7 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
     first = [m for m in members if m not in last]
 
     def destroy_host(member: Member) -> None:
-        _destroy_host(ctx, member, result, unreachable.get(member.ip))
+        _destroy_host(ctx, member, result, cleanup.unreachable.get(member.ip))
 
     results = ctx.parallel(first, destroy_host)
     results.update(ctx.parallel(last, destroy_host))
@@ -143,9 +143,12 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
     return result
 
 
-def _destroy_snapshot(ctx: Context, view: ClusterView) -> str:
+def _destroy_snapshot(
+    ctx: Context, view: ClusterView, checking: Future[CleanupCheck]
+) -> str | None:
     """A fresh verified snapshot, or the one an interrupted destroy of these hosts took
-    before it stopped anything (the cluster may have no quorum left to take one)."""
+    before it stopped anything (the cluster may have no quorum left to take one), or
+    none where no host holds anything of etcd's any more (a finished destroy)."""
     try:
         _refuse_without_pki(ctx)
         if not view.live:
@@ -153,6 +156,9 @@ def _destroy_snapshot(ctx: Context, view: ClusterView) -> str:
         return _snapshot(ctx, view, exclude=None)
     except ClusterError as exc:
         earlier = interrupted_destroy(ctx.inventory)
+        if earlier is None and not view.live and checking.result().nothing_left:
+            ctx.report.info("no host runs etcd or holds its config or data: nothing to back up")
+            return None
         if earlier is None:
             raise GuardRefused(
                 f"no verified snapshot could be taken ({exc.message}), so nothing was "
@@ -339,9 +345,25 @@ def _check_not_a_member(member: Member, view: ClusterView) -> None:
     )
 
 
-def _check_cleanup(
-    ctx: Context, members: Sequence[Member], *, force: bool
-) -> dict[str, ClusterError]:
+@dataclass
+class CleanupCheck:
+    unreachable: dict[str, ClusterError]  # host -> why it cannot be reached
+    facts: dict[str, HostFacts]  # what each reachable host holds
+
+    @property
+    def nothing_left(self) -> bool:
+        """Every host reached and none runs etcd or holds its config or data: a destroy
+        that already finished (a re-run needs no snapshot of a cluster that is gone)."""
+        return not self.unreachable and not any(
+            f.running
+            or f.has_data
+            or any(e != "lost+found" for e in f.data_entries)
+            or ETCD_CONF in f.files
+            for f in self.facts.values()
+        )
+
+
+def _check_cleanup(ctx: Context, members: Sequence[Member], *, force: bool) -> CleanupCheck:
     """Refuse (exit 3) before anything changes when a host runs or holds etcd things
     that its own etcd.conf does not show to be this member's; --force-cleanup overrides."""
 
@@ -358,18 +380,21 @@ def _check_cleanup(
 
     results = ctx.parallel(members, look)
     refusals = []
+    facts: dict[str, HostFacts] = {}
     for member in members:
         value = results.get(member.ip)
         if isinstance(value, ClusterError):
             raise value
-        if isinstance(value, HostFacts) and (why := cleanup_refusal(member, value, member.rm_data)):
-            refusals.append(why)
+        if isinstance(value, HostFacts):
+            facts[member.ip] = value
+            if why := cleanup_refusal(member, value, member.rm_data):
+                refusals.append(why)
     if not refusals:
-        return unreachable
+        return CleanupCheck(unreachable, facts)
     if force:
         for why in refusals:
             ctx.report.warn(f"--force-cleanup: cleaning anyway: {why}")
-        return unreachable
+        return CleanupCheck(unreachable, facts)
     raise GuardRefused(
         f"refusing to delete anything, nothing was changed: {refusals[0]}: remove it by "
         "hand if it is not needed, or --force-cleanup",
