@@ -37,6 +37,9 @@ OUTCOME_UNKNOWN = (
     "server stopped",
     "transport is closing",
     "client connection is closing",
+    # The gateway's own gRPC link to a member that is shutting down (just removed, say)
+    # broke mid-call: "transport: missing content-type field", "transport: Error ...".
+    "transport: ",
 )
 
 
@@ -253,10 +256,12 @@ class EtcdClient:
     ) -> Any:
         """POST to one endpoint (or the first that serves it), authenticating as needed."""
         body = body or {}
-        targets = [endpoint] if endpoint else self.endpoints
+        targets = [endpoint] if endpoint else list(self.endpoints)
         errors: list[str] = []
         tls_refusals = 0
-        for target in targets:
+        for index, target in enumerate(targets):
+            if index and not endpoint:
+                self._demote(targets[index - 1])
             try:
                 try:
                     if auth:
@@ -288,10 +293,19 @@ class EtcdClient:
                 errors.append(exc.message)
             except EtcdOutcomeUnknown as exc:
                 if not idempotent:
+                    if not endpoint:
+                        self._demote(target)
                     raise
                 errors.append(exc.message)
         kind = EtcdTlsError if errors and tls_refusals == len(errors) else EtcdUnreachable
         raise kind("; ".join(errors) or "no etcd endpoint answered")
+
+    def _demote(self, failed: str) -> None:
+        """An endpoint that did not serve a call goes last for the calls that follow: a
+        member cut off from its peers answers every read only after etcd's request
+        timeout (8 s here), and a command makes dozens of calls."""
+        if len(self.endpoints) > 1 and failed in self.endpoints and self.endpoints[-1] != failed:
+            self.endpoints = [e for e in self.endpoints if e != failed] + [failed]
 
     def _ensure_token(self, endpoint: str) -> None:
         if self._auth_checked or not self.user:
@@ -484,9 +498,11 @@ class EtcdClient:
                 if not (exc.ask_another or exc.no_leader):  # a read: any voter will do
                     raise
                 errors.append(exc.message)
+                self._demote(target)
                 continue
             except (EtcdUnreachable, EtcdOutcomeUnknown) as exc:
                 errors.append(exc.message)
+                self._demote(target)
                 continue
             return False
         raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")
@@ -565,6 +581,7 @@ class EtcdClient:
                 )
             except (EtcdUnreachable, EtcdOutcomeUnknown) as exc:
                 errors.append(exc.message)
+                self._demote(target)
                 continue
             except EtcdApiError as exc:
                 if "authentication failed" in exc.etcd_message:
@@ -572,6 +589,7 @@ class EtcdClient:
                 if not (exc.ask_another or exc.no_leader):  # a read: any voter will do
                     raise
                 errors.append(exc.message)
+                self._demote(target)
                 continue
             return True
         raise EtcdUnreachable("; ".join(errors) or "no etcd endpoint answered")

@@ -45,6 +45,7 @@ class Holder:
     command: str
     started: str  # UTC, ISO 8601
     token: str  # tells our own lock from another holder's after a lost answer
+    pid_space: str = ""  # kernel boot + pid namespace: where `pid` means this process
 
     @classmethod
     def me(cls, command: str) -> Holder:
@@ -55,7 +56,22 @@ class Holder:
             command=command,
             started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             token=secrets.token_hex(8),
+            pid_space=_pid_space(),
         )
+
+    def gone(self) -> bool:
+        """True only when provably dead: its pid names no process in the very pid
+        namespace it ran in (ours). Anything else (another admin node, a pid now
+        reused) is alive as far as we know: its lease decides."""
+        if not self.pid_space or self.pid_space != _pid_space() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # EPERM: a process of another user holds the pid
+        return False
 
     def describe(self) -> str:
         try:
@@ -72,9 +88,18 @@ class Holder:
     def parse(cls, raw: bytes) -> Holder | None:
         try:
             data = json.loads(raw)
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "pid_space"}
+            return cls(**fields, pid_space=str(data.get("pid_space", "")))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _pid_space() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""  # no /proc: never call a holder gone
 
 
 def _user() -> str:
@@ -145,7 +170,8 @@ class EtcdLock:
 
     def acquire(self, me: Holder, *, wait: float, say: Callable[[str], None]) -> None:
         deadline = time.monotonic() + wait
-        last: tuple[Holder | None, int] | None = None  # holder seen, its lease's TTL
+        last: tuple[Holder | None, int, int] | None = None  # holder, lease TTL, lease
+        vacant_tries = 0
         while True:
             other = self._try(me)
             if other is None:
@@ -157,8 +183,17 @@ class EtcdLock:
                         "renewing it: it crashed or lost etcd)"
                     )
                 return
-            holder, ttl = other
+            holder, ttl, lease = other
+            if holder is None and not lease and vacant_tries < 3:
+                vacant_tries += 1  # nobody holds it now (our answer was lost): try again
+                continue
             who = holder.describe() if holder else "another etcdsop"
+            if holder is not None and lease and holder.gone():
+                # Its lease would expire within LEASE_TTL anyway; nobody renews it.
+                with contextlib.suppress(ClusterError):
+                    self.client.call("/v3/lease/revoke", {"ID": str(lease)})
+                say(f"lock released: its holder {who} is gone (no such process here)")
+                continue
             stale = (
                 ""
                 if ttl >= LEASE_TTL - RENEW_EVERY - 1
@@ -174,11 +209,11 @@ class EtcdLock:
             last = other
             time.sleep(POLL)
 
-    def _try(self, me: Holder) -> tuple[Holder | None, int] | None:
-        """None when we hold the lock now; else the holder and its lease's TTL."""
+    def _try(self, me: Holder) -> tuple[Holder | None, int, int] | None:
+        """None when we hold the lock now; else the holder, its lease's TTL and ID."""
         current, lease = self._read()
         if current is not None or lease:
-            return current, self._ttl(lease)
+            return current, self._ttl(lease), lease
         # A lease nobody uses is harmless (it expires): granting is safe to repeat.
         self.lease = int(self.client.call("/v3/lease/grant", {"TTL": LEASE_TTL})["ID"])
         body = {
@@ -212,7 +247,7 @@ class EtcdLock:
             return None
         self._revoke()
         current, lease = self._read()
-        return current, self._ttl(lease)
+        return current, self._ttl(lease), lease
 
     def _read(self) -> tuple[Holder | None, int]:
         data = self.client.call("/v3/kv/range", {"key": _b64(self.key)})

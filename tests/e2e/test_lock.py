@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -117,17 +118,39 @@ def test_two_rolling_restarts_at_once_never_overlap(four: Cluster) -> None:
     assert four.voters() == sorted(url(ip) for ip in four.ips)
 
 
-def test_a_holder_killed_with_sigkill_frees_the_lock_when_its_lease_expires(
+def test_a_holder_killed_with_sigkill_on_this_admin_node_is_seen_gone_at_once(
     four: Cluster,
 ) -> None:
     holder = start("create", "-i", str(four.inventory), "-l", ",".join(four.ips))
     wait_for_line(holder, "lock held: /etcdsop/lock/etcd")
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
+    # Its pid names no process in the pid namespace it ran in (ours): no need to wait
+    # out its lease.
+    now = four.cli("create", "-l", ",".join(four.ips))
+    assert f"pid {holder.pid}" in flat(now.stderr) and "is gone" in flat(now.stderr), now.stderr
+
+
+def test_a_crashed_holder_elsewhere_frees_the_lock_when_its_lease_expires(
+    four: Cluster,
+) -> None:
+    # A holder on another admin node that stopped renewing: its lease alone can tell.
+    c = four.client()
+    lease = c.call("/v3/lease/grant", {"TTL": 15})["ID"]
+    other = {"host": "admin-2", "user": "ops", "pid": os.getpid(), "command": "etcdsop add"}
+    other |= {"started": "2026-12-03T00:00:00+00:00", "token": "0", "pid_space": "elsewhere"}
+    c.call(
+        "/v3/kv/put",
+        {"key": b64("/etcdsop/lock/etcd"), "value": b64(json.dumps(other)), "lease": lease},
+    )
     now = four.cli("create", "-l", ",".join(four.ips), check=False)
-    assert now.returncode == 3 and "is locked by" in flat(now.stderr), now.stderr
+    assert now.returncode == 3 and "is locked by ops@admin-2" in flat(now.stderr), now.stderr
     later = four.cli("create", "-l", ",".join(four.ips), "--wait", "60")
     assert "expired (its holder stopped renewing it" in flat(later.stderr), later.stderr
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def test_audit_trail_records_every_changing_command_with_secrets_masked(

@@ -44,6 +44,7 @@ class Figures:
     keys_lost: int = 0
     longest_outage_s: float = 0.0
     failures: list[str] = field(default_factory=list)
+    first_run: str = ""  # host and network faults: how the faulted run ended
 
 
 class Writer:

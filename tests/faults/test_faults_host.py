@@ -80,6 +80,8 @@ def run_case(
         if "Traceback" in output:
             problems.append("a traceback")
         problems += while_faulted(code, output)
+        ending = [line for line in output.splitlines() if line.startswith("error:")]
+        figures.first_run = f"exit {code}" + (f": {ending[-1][:300]}" if ending else "")
         heal()
         rerun = harness.cli(*args, "--wait", "60", check=False)
     figures.longest_outage_s = round(writer.longest, 2)

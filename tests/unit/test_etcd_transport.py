@@ -52,6 +52,12 @@ class Server:
             return
         try:
             conn = self.context.wrap_socket(raw, server_side=True)
+            if self.behaviour == "answer":  # every request on this connection: 200 {}
+                while read_request(conn):
+                    self.requests += 1
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                    conn.sendall(b"Content-Length: 2\r\n\r\n{}")
+                return
             conn.recv(65536)
             self.requests += 1
             if self.behaviour == "close":
@@ -66,6 +72,28 @@ class Server:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+
+def read_request(conn: ssl.SSLSocket) -> bool:
+    """One whole HTTP request (headers, then Content-Length bytes); False at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return True
 
 
 @pytest.fixture
@@ -115,3 +143,17 @@ def test_a_refused_connection_is_never_sent() -> None:
     with pytest.raises(EtcdUnreachable) as info:
         EtcdClient([f"https://127.0.0.1:{port}"], tls, timeout=1).member_remove(1)
     assert not isinstance(info.value, EtcdOutcomeUnknown)
+
+
+def test_an_endpoint_that_did_not_answer_is_asked_last_afterwards(
+    certs: tuple[TlsFiles, Path, Path],
+) -> None:
+    # A member cut off from its peers answers reads only after etcd's request timeout:
+    # one slow call, not one per call.
+    tls, cert, key = certs
+    silent, answering = Server(cert, key, "silent"), Server(cert, key, "answer")
+    client = EtcdClient([silent.url, answering.url], tls, timeout=1)
+    for _ in range(3):
+        client.call("/v3/kv/range", {"key": "eA=="}, auth=False)
+    assert (silent.requests, answering.requests) == (1, 3)
+    assert client.endpoints == [answering.url, silent.url]

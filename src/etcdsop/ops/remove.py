@@ -413,8 +413,10 @@ def _clean_host(ctx: Context, member: Member, result: RemoveResult) -> None:
         )
         result.cleanup_skipped.append(member.ip)
         return
-    hostops.stop_etcd(host)
-    done = ["etcd stopped and disabled"]
+    # Not a member (any more): nothing to shut down gracefully for, and etcd 3.4's own
+    # graceful stop can hang on a peer it cannot reach (40 s, then our SIGKILL).
+    hostops.kill_etcd(host)
+    done = ["etcd killed and disabled"]
     if member.rm_data:
         kept = hostops.remove_files(host, member)
         done.append("config and data deleted")
