@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,7 @@ class Context:
             return sum(1 for m in members for u in m.peer_urls if u in inventory_peers)
 
         best = max({cid for cid, _ in answers.values()}, key=weight)
-        members = next(ms for cid, ms in answers.values() if cid == best)
+        members = _most_told([ms for cid, ms in answers.values() if cid == best])
         return ClusterView(
             cluster_id=best,
             members=tuple(members),
@@ -283,3 +284,16 @@ class Context:
         return ClusterError(
             f"etcd not healthy after {waited:.0f}s on: {names}", details="\n".join(details)
         )
+
+
+def _most_told(lists: Sequence[list[MemberInfo]]) -> list[MemberInfo]:
+    """The member list most members give. etcd 3.4 serves it from each member's own
+    state: one cut off from its peers, or back a moment ago, still lists a member the
+    others removed (or lacks one they added); the majority has the committed list."""
+
+    def shape(members: list[MemberInfo]) -> frozenset[tuple[int, bool]]:
+        return frozenset((m.id, m.is_learner) for m in members)
+
+    counts = Counter(shape(ms) for ms in lists)
+    top = max(counts.values())
+    return next(ms for ms in lists if counts[shape(ms)] == top)

@@ -88,7 +88,7 @@ def remove(
         _clean_host(ctx, member, result)
     if result.removed:
         ctx.report.phase("refresh etcd.conf on the remaining members")
-        result.refreshed = refresh_conf(ctx)
+        result.refreshed = refresh_conf(ctx, leaving={r["ip"] for r in result.removed})
     deregister(ctx, members)
     gone = ", ".join(m.ip for m in members)
     result.next_steps = [f"delete {gone} from the etcd group of {ctx.inventory.path}", RELOAD_HINT]

@@ -7,7 +7,7 @@ cluster) runs them for one host. Planning is pure (plan.py); only apply touches 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -279,14 +279,19 @@ def _is_debian(ctx: Context, member: Member) -> bool:
 
 
 # -- after membership changes ---------------------------------------------------------
-def refresh_conf(ctx: Context) -> list[str]:
+def refresh_conf(ctx: Context, leaving: Collection[str] = ()) -> list[str]:
     """Rewrite etcd.conf on the live members (file only, no restart) after a change.
 
     A later restart then finds the current membership; unreachable hosts are warned
-    about, not fatal: the membership change itself is already done.
+    about, not fatal: the membership change itself is already done. `leaving`: hosts
+    just removed (and cleaned), whatever a lagging member's list still says.
     """
     view = ctx.probe()
-    members = [m for m in ctx.inventory.members if find_live(m, view.members) is not None]
+    members = [
+        m
+        for m in ctx.inventory.members
+        if find_live(m, view.members) is not None and m.ip not in leaving
+    ]
     changed: list[str] = []
 
     def refresh(member: Member) -> None:
