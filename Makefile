@@ -8,9 +8,9 @@ SANDBOX_INVENTORY = /var/lib/etcdsop/sandbox/inventory.yml
 
 setup:
 	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null \
-	    || ! command -v ssh >/dev/null; then \
+	    || ! command -v ssh >/dev/null || ! command -v nft >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    systemd-container debootstrap iproute2 openssh-client; fi
+	    systemd-container debootstrap iproute2 openssh-client nftables; fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
 demo: setup
