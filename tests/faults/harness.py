@@ -92,50 +92,61 @@ class Writer:
         self._thread.join(timeout=30)
 
 
-def interrupt_after(args: list[str], index: int, sig: int) -> tuple[int, str]:
-    """Run etcdsop; send sig right after its index-th progress line (or let it end)."""
-    proc = subprocess.Popen(
+def spawn(args: list[str]) -> subprocess.Popen[str]:
+    """The real command in its own process, its progress (stderr) read line by line."""
+    return subprocess.Popen(
         [sys.executable, "-m", "etcdsop", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def follow(
+    args: list[str], act: Callable[[subprocess.Popen[str], str, int], bool]
+) -> tuple[int, str]:
+    """Run etcdsop; after each progress line (and its index) ask act(proc, line, index);
+    once it says True stop reading and let the command end (every wait is bounded)."""
+    proc = spawn(args)
     assert proc.stderr is not None
     seen: list[str] = []
     count = 0
     for line in proc.stderr:
         seen.append(line)
         if LINE.match(line):
-            if count == index:
-                proc.send_signal(sig)
+            if act(proc, line, count):
                 break
             count += 1
     seen.append(proc.stderr.read())
-    return proc.wait(timeout=300), "".join(seen)
+    return proc.wait(timeout=600), "".join(seen)
+
+
+def interrupt_after(args: list[str], index: int, sig: int) -> tuple[int, str]:
+    """Run etcdsop; send sig right after its index-th progress line (or let it end)."""
+
+    def act(proc: subprocess.Popen[str], _line: str, count: int) -> bool:
+        if count == index:
+            proc.send_signal(sig)
+        return count == index
+
+    return follow(args, act)
 
 
 def fault_after(args: list[str], pattern: str, fault: Callable[[], None]) -> tuple[int, str]:
     """Run etcdsop; call fault() right after the first progress line matching pattern
-    (a regular expression), then let the command end on its own (every wait is bounded)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etcdsop", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert proc.stderr is not None
-    seen: list[str] = []
-    injected = False
-    for line in proc.stderr:
-        seen.append(line)
-        if not injected and LINE.match(line) and re.search(pattern, line):
+    (a regular expression), then let the command end on its own."""
+    injected: list[bool] = []
+
+    def act(_proc: subprocess.Popen[str], line: str, _count: int) -> bool:
+        if re.search(pattern, line):
             fault()
-            injected = True
-    code = proc.wait(timeout=600)
-    assert injected, f"no progress line matched {pattern!r}:\n{''.join(seen)}"
-    return code, "".join(seen)
+            injected.append(True)
+        return bool(injected)
+
+    code, output = follow(args, act)
+    assert injected, f"no progress line matched {pattern!r}:\n{output}"
+    return code, output
 
 
 def progress_lines(args: list[str]) -> list[str]:
