@@ -14,7 +14,10 @@ running Patroni read is exercised as if it had (the process runs h1-h3, a supers
 Fault points: reload prints some lines in bursts with no work between them (the per-host
 lines of a stage, then the next stage's title). Stopped after any line of a burst, the
 process is at the same point (past the burst, at the next remote step), so one case per
-burst and signal covers every line of it: each burst's last line is the case.
+burst and signal covers every line of it: each burst's last line is the case (24 lines
+in 9 bursts: 18 cases instead of 48, about 7 minutes instead of about 19). So this module
+runs the harness's pieces (interrupt_after, Writer, record) itself rather than sweep(),
+which interrupts after every line.
 """
 
 from __future__ import annotations
