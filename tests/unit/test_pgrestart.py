@@ -16,6 +16,7 @@ from etcdsop.ops.common import Context, RunOptions
 from etcdsop.ops.pgreload import parse_host_facts
 from etcdsop.ops.pgrestart import (
     PatroniNode,
+    PauseMarks,
     RestStatus,
     backup_stamp,
     check_back,
@@ -341,12 +342,32 @@ ROLES = {"10.0.0.5": "master", "10.0.0.6": "replica", "10.0.0.7": "replica"}
 ALL = set(ROLES)
 
 
+class FakeMarks(PauseMarks):
+    """The /etcdsop/pause/ keys; logs their changes into the cluster's log."""
+
+    def __init__(self, fake: FakeCluster, marked: bool = False) -> None:
+        super().__init__(None)
+        self.fake, self.marked = fake, {"pg-test"} if marked else set()
+
+    def get(self, cluster: str) -> bool:
+        return cluster in self.marked
+
+    def put(self, cluster: str) -> None:
+        self.marked.add(cluster)
+        self.fake.log.append(f"mark {cluster}")
+
+    def drop(self, cluster: str) -> None:
+        self.marked.discard(cluster)
+        self.fake.log.append(f"unmark {cluster}")
+
+
 def _run(fake: FakeCluster, restart: set[str], **kw: Any) -> tuple[ReloadResult, SilentReporter]:
     ctx, report = _ctx(dry_run=kw.pop("dry_run", False))
+    marks = kw.pop("marks", None)
     result = ReloadResult(("patroni",), ctx.options.dry_run)
     nodes = _nodes(fake, restart, **kw)
     result.outcomes = [n.outcome for n in nodes]
-    restart_clusters(ctx, nodes, result)
+    restart_clusters(ctx, nodes, result, marks)
     return result, report
 
 
@@ -468,3 +489,67 @@ def test_unknown_role_is_not_restarted() -> None:
     result, _ = _run(fake, {"10.0.0.7"})
     assert fake.log == []
     assert "gave no role" in result.failed[0].message
+
+
+# -- a run stopped inside its pause (Ctrl-C, a lost SSH session): the next one ends it -------
+def test_our_pause_is_marked_before_it_is_taken_and_unmarked_once_resumed() -> None:
+    fake = FakeCluster(dict(ROLES))
+    marks = FakeMarks(fake)
+    result, _ = _run(fake, ALL, marks=marks)
+    assert fake.log[:2] == ["mark pg-test", f"10.0.0.5 patronictl -c {CONF} pause --wait"]
+    assert fake.log[-2:] == [f"10.0.0.5 patronictl -c {CONF} resume --wait", "unmark pg-test"]
+    assert not marks.marked and not fake.paused and not result.failed
+
+
+def test_a_pause_an_interrupted_run_left_is_ended_by_the_next_run() -> None:
+    fake = FakeCluster(dict(ROLES), paused=True)
+    marks = FakeMarks(fake, marked=True)
+    result, report = _run(fake, {"10.0.0.5"}, marks=marks)  # the leader was not restarted yet
+    assert fake.log == [
+        "10.0.0.5 systemctl restart patroni",
+        f"10.0.0.5 patronictl -c {CONF} resume --wait",
+        "unmark pg-test",
+    ]
+    assert not fake.paused and not marks.marked and not result.failed
+    assert any("an earlier etcdsop run took" in w for w in report.warnings)
+
+
+def test_that_pause_is_ended_even_when_nothing_is_left_to_restart() -> None:
+    fake = FakeCluster(dict(ROLES), paused=True)
+    marks = FakeMarks(fake, marked=True)
+    result, _ = _run(fake, set(), marks=marks)
+    assert fake.log == [f"10.0.0.5 patronictl -c {CONF} resume --wait", "unmark pg-test"]
+    assert not fake.paused and result.patroni_restarted == []
+
+
+def test_that_pause_is_kept_while_no_running_patroni_holds_the_leader_key() -> None:
+    fake = FakeCluster(dict(ROLES), paused=True)
+    fake.down = {"10.0.0.5"}  # the leader's Patroni did not come back
+    marks = FakeMarks(fake, marked=True)
+    result, report = _run(fake, set(), marks=marks)
+    assert not any("resume" in line for line in fake.log)
+    assert fake.paused and marks.marked
+    assert any("LEFT IN MAINTENANCE MODE" in o.message for o in result.failed)
+    assert any("no running Patroni of it holds the leader key" in w for w in report.warnings)
+
+
+def test_a_mark_whose_pause_someone_ended_is_dropped_and_a_new_pause_taken() -> None:
+    fake = FakeCluster(dict(ROLES))
+    marks = FakeMarks(fake, marked=True)
+    result, _ = _run(fake, ALL, marks=marks)
+    assert fake.log[:3] == [
+        "unmark pg-test",
+        "mark pg-test",
+        f"10.0.0.5 patronictl -c {CONF} pause --wait",
+    ]
+    assert not fake.paused and not marks.marked and not result.failed
+
+
+def test_no_mark_is_left_by_a_failed_pause_or_someone_elses() -> None:
+    for answer in ("Failed: pause cluster management, status code=401", "Error: already paused"):
+        fake = FakeCluster(dict(ROLES))
+        fake.pause_answer = answer
+        marks = FakeMarks(fake)
+        _run(fake, ALL, marks=marks)
+        assert not marks.marked and "unmark pg-test" in fake.log
+        assert not any("resume" in line for line in fake.log)

@@ -14,6 +14,13 @@ and only a node running as primary may take the leader key (`Ha.is_healthiest_no
 So the restart moves no role, provided systemd stops only the Patroni process
 (`KillMode=process`, as Pigsty's and Debian's units have it).
 
+Whose pause: only a pause etcdsop took is ever resumed by it. It says so in etcd
+(`/etcdsop/pause/<cluster>`, under the prefix no PostgreSQL user may read) before it
+pauses, and deletes that key once it resumed: a run stopped in between (Ctrl-C, a lost
+SSH session to the admin node), or whose restarted Patroni did not come back, leaves the
+cluster paused and the key set; the next run restarts what is left under that pause and
+ends it, once a running Patroni of the cluster holds the leader key.
+
 Order: replicas first, the leader last, each back (serving, through the DCS, paused,
 same role, same postmaster) before the next. Resume only when every restarted Patroni
 is back: resuming while the primary's Patroni is down would let a replica take over
@@ -22,6 +29,7 @@ while the old primary still runs.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import ipaddress
 import json
@@ -34,6 +42,7 @@ from typing import Any
 import yaml
 
 from etcdsop.errors import ClusterError
+from etcdsop.etcd import EtcdClient
 from etcdsop.ops.common import Context
 from etcdsop.ops.reload import HostOutcome, ReloadResult
 from etcdsop.remote import RemoteHost, run_parallel
@@ -306,14 +315,47 @@ def _command(node: PatroniNode, verb: str) -> str:
     return f"patronictl -c {node.conf} {verb} --wait"
 
 
+class PauseMarks:
+    """The clusters an etcdsop run paused and has not resumed yet, kept in etcd (so a
+    re-run from this or another admin node, under the same lock, finds them)."""
+
+    PREFIX = "/etcdsop/pause/"
+
+    def __init__(self, client: EtcdClient | None) -> None:
+        self.client = client  # None: nothing is recorded (dry run, unit tests)
+
+    def _key(self, cluster: str) -> str:
+        return base64.b64encode((self.PREFIX + cluster).encode()).decode()
+
+    def get(self, cluster: str) -> bool:
+        return self.client is not None and self.client.get(self.PREFIX + cluster) is not None
+
+    def put(self, cluster: str) -> None:
+        if self.client is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.client.put(self.PREFIX + cluster, f"paused by etcdsop reload at {stamp}")
+
+    def drop(self, cluster: str) -> None:
+        if self.client is not None:
+            self.client.call("/v3/kv/deleterange", {"key": self._key(cluster)})
+
+
 class ClusterRestart:
     """Pause one PostgreSQL cluster, restart its stale Patronis one by one, resume."""
 
-    def __init__(self, ctx: Context, name: str, nodes: Sequence[PatroniNode]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        name: str,
+        nodes: Sequence[PatroniNode],
+        marks: PauseMarks | None = None,
+    ) -> None:
         self.ctx, self.name, self.nodes = ctx, name, list(nodes)
         self.report = ctx.report
         self.timeout = ctx.options.wait_timeout
         self.paused_by_us = False
+        self.marks = marks or PauseMarks(None)
+        self.inherited = False  # the pause is an interrupted earlier run's
 
     def _fail(self, node: PatroniNode, message: str) -> None:
         node.outcome.status = "failed"
@@ -329,6 +371,12 @@ class ClusterRestart:
             ip: v if isinstance(v, RestStatus) else RestStatus(error=str(v))
             for ip, v in statuses.items()
         }
+        paused_now = any(s.paused for s in status.values())
+        self.inherited = self.marks.get(self.name)
+        if self.inherited and not paused_now:
+            self.inherited = False  # resumed since by someone: nothing of ours is left
+            if not self.ctx.options.dry_run:
+                self.marks.drop(self.name)
         order, refused = restart_order({n.ip: status[n.ip] for n in todo})
         for node in todo:
             if node.ip in refused:
@@ -344,7 +392,7 @@ class ClusterRestart:
                     f"not restarted: patroni.service has KillMode={node.kill_mode or '?'}, so "
                     "stopping it would stop PostgreSQL too (Pigsty and Debian use process)",
                 )
-        if not order:
+        if not order and not self.inherited:
             return
         by_ip = {n.ip: n for n in self.nodes}
         roles = ", ".join(f"{ip} ({status[ip].role})" for ip in order)
@@ -353,24 +401,36 @@ class ClusterRestart:
                 node = by_ip[ip]
                 node.outcome.status = "changed"
                 node.outcome.message += f"; would restart Patroni under pause: {node.reason}"
-            self.report.info(
-                f"{self.name}: would pause it (patronictl pause), restart Patroni on {roles} "
-                "one at a time, then resume"
-            )
+            if self.inherited:
+                self.report.info(f"{self.name}: would end the pause an interrupted run left")
+            if order:
+                self.report.info(
+                    f"{self.name}: would pause it (patronictl pause), restart Patroni on "
+                    f"{roles} one at a time, then resume"
+                )
             result.patroni_restarted += order
             return
         leaders_first = sorted(status, key=lambda ip: not status[ip].leader)
-        runner = next((by_ip[ip] for ip in leaders_first if status[ip].ok), by_ip[order[-1]])
+        fallback = by_ip[order[-1]] if order else self.nodes[0]
+        runner = next((by_ip[ip] for ip in leaders_first if status[ip].ok), fallback)
         self.paused_by_us = False  # only our own pause is ever resumed by us
         current: PatroniNode | None = None  # restarted but not (yet) back
         try:
-            if any(s.paused for s in status.values()):
+            if self.inherited:
+                self.paused_by_us = True
+                self.report.warn(
+                    f"{self.name} is still in the maintenance mode an earlier etcdsop run took "
+                    "(stopped or failed before resuming): ending it once its leader is back"
+                )
+                self._wait_all_paused(True)
+            elif paused_now:
                 self.report.warn(
                     f"{self.name} is already in maintenance mode: restarting under it, left paused"
                 )
             else:
                 self._pause(runner)
-            self.report.info(f"{self.name}: paused; restarting Patroni on {roles}")
+            if order:
+                self.report.info(f"{self.name}: paused; restarting Patroni on {roles}")
             for ip in order:
                 current = by_ip[ip]
                 self._restart(current, status[ip])
@@ -391,20 +451,25 @@ class ClusterRestart:
         only its "Success" line (or its wait running out after the pause was set) makes
         the pause ours; "already paused" is someone else's
         (never resumed by us); any other answer is an error with no pause of ours."""
+        self.marks.put(self.name)  # first: a run stopped after the pause knows it is ours
         try:
             ok, text = _patronictl(runner, "pause", self.timeout + 30)
         except ClusterError:
             # The answer was lost: ours if the cluster is paused now (it was not before).
             self.paused_by_us = any(_sees(read_status(n), True) for n in self.nodes)
+            if not self.paused_by_us:
+                self.marks.drop(self.name)
             raise
         # "...didn't recognized pause state after N seconds": our PATCH was accepted, only
         # patronictl's own wait ran out (ours below decides).
         if ok or "recognized pause state" in text:
             self.paused_by_us = True
         elif "already paused" not in text:
+            self.marks.drop(self.name)
             command = _command(runner, "pause")
             raise ClusterError(f"`{command}` failed on {runner.ip}: {text[-300:]}")
         else:
+            self.marks.drop(self.name)
             self.report.warn(f"{self.name} was paused meanwhile by someone else: left paused")
         self._wait_all_paused(True)
 
@@ -454,10 +519,24 @@ class ClusterRestart:
             self._fail(current, message)
             return
         resume = _command(runner, "resume")
+        if self.inherited and not any(
+            s.ok and s.leader and not s.unlocked for s in map(read_status, self.nodes)
+        ):
+            # An earlier run's pause: its restarts may have left the leader's Patroni down.
+            message = (
+                f"cluster {self.name} LEFT IN MAINTENANCE MODE (no automatic failover): an "
+                "earlier etcdsop run paused it and no running Patroni of it holds the "
+                "leader key, so resuming could promote a replica while the primary still "
+                f"runs. Fix the leader's Patroni (journalctl -u patroni), then run: {resume}"
+            )
+            self.report.warn(message)
+            self._fail(runner, message)
+            return
         try:
             ok, text = _patronictl(runner, "resume", self.timeout + 30)
             if not ok:
                 raise ClusterError(text[-300:])
+            self.marks.drop(self.name)
             self._wait_all_paused(False)
             self.report.info(f"{self.name}: resumed")
         except ClusterError as exc:
@@ -469,11 +548,17 @@ class ClusterRestart:
             self._fail(runner, message)
 
 
-def restart_clusters(ctx: Context, nodes: Sequence[PatroniNode], result: ReloadResult) -> None:
-    """One cluster at a time (each is paused for its own restarts only)."""
+def restart_clusters(
+    ctx: Context,
+    nodes: Sequence[PatroniNode],
+    result: ReloadResult,
+    marks: PauseMarks | None = None,
+) -> None:
+    """One cluster at a time (each is paused for its own restarts only); a cluster an
+    interrupted run left paused too, to end that pause."""
     clusters: dict[str, list[PatroniNode]] = {}
     for node in nodes:
         clusters.setdefault(node.cluster, []).append(node)
     for name, members in clusters.items():
-        if any(n.reason for n in members):
-            ClusterRestart(ctx, name, members).run(result)
+        if any(n.reason for n in members) or (marks is not None and marks.get(name)):
+            ClusterRestart(ctx, name, members, marks).run(result)

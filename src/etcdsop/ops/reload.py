@@ -533,9 +533,11 @@ def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> Re
         _report(ctx, result, ("patroni", "vip"))
         # After the new passwords: a restarted Patroni (and the patronictl that pauses
         # its cluster) authenticates with what its file now says.
-        if pending.restarts:
+        # A cluster an interrupted run left paused is ended here too (see pgrestart).
+        marks = pgrestart.PauseMarks(root)
+        if pending.restarts or any(marks.get(c) for c in {n.cluster for n in pending.nodes}):
             report.phase("Patroni restarts under maintenance mode (etcd3 hosts changed)")
-            pgrestart.restart_clusters(ctx, pending.nodes, result)
+            pgrestart.restart_clusters(ctx, pending.nodes, result, marks)
     if restart and not ctx.options.dry_run:
         report.phase("rolling restart")
         restart_members(ctx, view, facts, result)
