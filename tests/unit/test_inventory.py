@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from etcdsop import inventory as inventory_module
 from etcdsop.errors import InputError
 from etcdsop.inventory import MASK, load_inventory, masked_vars, parse_extra_vars, select
 from etcdsop.model import Inventory, SshTarget
@@ -192,13 +191,6 @@ def test_member_vars_hold_every_resolved_variable(tmp_path: Path) -> None:
     assert values["region"] == "china"
     assert values["etcd_seq"] == 1
     assert values["etcd_api"] == "v3"  # a role default
-
-
-def test_libyaml_loader_is_used_when_available() -> None:
-    if yaml.__with_libyaml__:
-        assert inventory_module._LOADER is yaml.CSafeLoader
-    else:
-        assert inventory_module._LOADER is yaml.SafeLoader
 
 
 # ---------------------------------------------------------------- precedence
@@ -1145,12 +1137,6 @@ def test_pigsty_shipped_inventories(
     got = [(c.name, c.group, c.hosts, c.vip_enabled) for c in inv.pg_clusters]
     assert got == clusters
     assert {c.namespace for c in inv.pg_clusters} == {"/pg"}
-
-
-def test_pigsty_fixtures_name_their_source() -> None:
-    for path in sorted(DATA.glob("pigsty-*.yml")):
-        first = path.read_text(encoding="utf-8").splitlines()[0]
-        assert first.startswith("# Source: https://github.com/"), path
 
 
 def test_pigsty_all_vars_are_kept(tmp_path: Path) -> None:
