@@ -111,6 +111,18 @@ class Bed:
         return path
 
 
+def spawn(*args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """The real command in the background, its progress (stderr) to read line by line;
+    wide, so that a progress line is one line whatever COLUMNS says."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "etcdsop", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
 def run_cli(
     *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -8,11 +8,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import Bed, run_cli
+from tests.e2e.conftest import Bed, run_cli, spawn
 from tests.e2e.test_create import block_port
 from tests.e2e.test_safety import Cluster, flat, make, url
 
@@ -20,13 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "etcdsop", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return spawn(*args, stdout=subprocess.PIPE)  # --json runs are read from stdout
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str) -> list[str]:

@@ -13,7 +13,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.e2e.conftest import Bed, run_cli
+from tests.e2e.conftest import Bed, run_cli, spawn
 from tests.e2e.test_create import block_port, client, tls
 
 from etcdsop.errors import ClusterError
@@ -124,13 +123,7 @@ def run_until_line(
     args: list[str], pattern: str, sig: int, timeout: float = 180
 ) -> tuple[int, str]:
     """Run the real command, send `sig` right after it prints a line matching `pattern`."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etcdsop", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    proc = spawn(*args)
     assert proc.stderr is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.e2e.conftest import Bed, run_cli
+from tests.e2e.conftest import Bed, run_cli, spawn
 from tests.e2e.test_create import client
 
 from etcdsop.errors import ClusterError
@@ -92,23 +91,12 @@ class Writer:
         self._thread.join(timeout=30)
 
 
-def spawn(args: list[str]) -> subprocess.Popen[str]:
-    """The real command in its own process, its progress (stderr) read line by line."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "etcdsop", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 def follow(
     args: list[str], act: Callable[[subprocess.Popen[str], str, int], bool]
 ) -> tuple[int, str]:
     """Run etcdsop; after each progress line (and its index) ask act(proc, line, index);
     once it says True stop reading and let the command end (every wait is bounded)."""
-    proc = spawn(args)
+    proc = spawn(*args)
     assert proc.stderr is not None
     seen: list[str] = []
     count = 0
