@@ -7,10 +7,7 @@ commands so that `etcdsop --help` stays fast.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,12 +29,11 @@ from etcdsop.cli_options import (
     YesOpt,
     check_ips,
 )
-from etcdsop.errors import EtcdsopError
+from etcdsop.cli_run import errors_to_exit_codes, load_inventory_file, with_context
 
 if TYPE_CHECKING:
     from etcdsop.console import RichReporter
-    from etcdsop.model import Inventory
-    from etcdsop.ops.common import Context, RunOptions
+    from etcdsop.ops.common import Context
 
 app = typer.Typer(
     name="etcdsop",
@@ -51,89 +47,6 @@ sandbox_app = typer.Typer(
     help="Local test hosts: systemd-nspawn containers with sshd and etcd.", no_args_is_help=True
 )
 app.add_typer(sandbox_app, name="sandbox")
-
-
-@contextmanager
-def _errors_to_exit_codes() -> Iterator[None]:
-    """The one place where exceptions become exit codes (see README, 'Exit codes')."""
-    from etcdsop.console import print_error
-
-    try:
-        yield
-    except EtcdsopError as exc:
-        print_error(exc.message, exc.details)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print_error("aborted by the user")
-        raise typer.Exit(130) from None
-
-
-def _load(inventory: Path, extra: list[str] | None) -> Inventory:
-    from etcdsop.inventory import load_inventory, parse_extra_vars
-
-    if not inventory.exists():
-        raise _no_inventory(inventory)
-    extra_vars = parse_extra_vars(extra or [], Path.cwd())
-    return load_inventory(inventory, extra_vars)
-
-
-def _no_inventory(path: Path) -> EtcdsopError:
-    """Where the path came from (-i, env, default), where that is, and how to give one."""
-    from etcdsop.errors import InputError
-
-    env = os.environ.get("ETCDSOP_INVENTORY")
-    if env and Path(env) == path:
-        given = f"ETCDSOP_INVENTORY={path}"
-    elif path == DEFAULT_INVENTORY:
-        given = f"the default {path}"
-    else:
-        given = f"-i {path}"
-    return InputError(
-        f"no inventory: {given}: no such file (looked for {path.absolute()}); "
-        "give one with -i FILE or ETCDSOP_INVENTORY=FILE"
-    )
-
-
-def _context(
-    inv: Inventory, options: RunOptions, verbose: bool, quiet: bool
-) -> tuple[Context, RichReporter]:
-    from etcdsop.console import RichReporter
-    from etcdsop.ops.common import Context
-
-    reporter = RichReporter(verbose=verbose, quiet=quiet)
-    return Context(inv, options, reporter), reporter
-
-
-def _options(**kwargs: Any) -> RunOptions:
-    from etcdsop.ops.common import RunOptions
-
-    limit = kwargs.pop("limit", None) or []
-    return RunOptions(limit=tuple(limit), **kwargs)
-
-
-def _with_context(
-    inventory: Path,
-    extra: list[str] | None,
-    verbose: bool,
-    quiet: bool,
-    fn: Callable[..., Any],
-    *,
-    lock: bool = False,
-    wait: float = 0.0,
-    **option_kwargs: Any,
-) -> Any:
-    """Load, build the context, run fn; a changing command (lock) holds the cluster's
-    lock throughout and leaves an audit line."""
-    inv = _load(inventory, extra)
-    ctx, reporter = _context(inv, _options(**option_kwargs), verbose, quiet)
-    try:
-        if lock:
-            from etcdsop.ops.session import run_locked
-
-            return run_locked(ctx, reporter, fn, wait=wait)
-        return fn(ctx, reporter)
-    finally:
-        ctx.close()
 
 
 # -- commands -------------------------------------------------------------------------
@@ -153,7 +66,7 @@ def create(
     json_output: JsonOpt = False,
 ) -> None:
     """Create the cluster, or converge it to the inventory (Pigsty's etcd.yml)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop.console import print_json
         from etcdsop.ops.create import create as run_create
 
@@ -168,7 +81,7 @@ def create(
                 f"{', no restart' if not result.restarted else ''}"
             )
 
-        _with_context(
+        with_context(
             inventory,
             extra_vars,
             verbose,
@@ -207,7 +120,7 @@ def status(
     json_output: JsonOpt = False,
 ) -> None:
     """Members, leader, raft state, health and quorum; exit 2 when unhealthy."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         interval = _watch_interval(watch, seconds, json_output)
         from etcdsop.console import print_json, status_table, watch_status
         from etcdsop.ops.status import poller
@@ -226,7 +139,7 @@ def status(
                 status_table(result)
             return result.healthy
 
-        healthy = _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
+        healthy = with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
     if not healthy:
         raise typer.Exit(2)
 
@@ -255,11 +168,11 @@ def inventory_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Show the resolved etcd members and their variables (secrets masked); no host touched."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop.console import out, print_json
         from etcdsop.inventory import masked_vars, select
 
-        inv = _load(inventory, extra_vars)
+        inv = load_inventory_file(inventory, extra_vars)
         members = select(inv, limit or None)
         data = {
             "inventory": str(inv.path),
@@ -321,7 +234,7 @@ def add(
     json_output: JsonOpt = False,
 ) -> None:
     """Add members one at a time: learner, catch up, promote (Pigsty's bin/etcd-add)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         check_ips(ips)
         from etcdsop.console import print_json
         from etcdsop.ops.add import add as run_add
@@ -348,7 +261,7 @@ def add(
                 reporter.info(f"next: {step}")
             reporter.summary(f"{len(result.added)} member(s) added, {len(result.skipped)} skipped")
 
-        _with_context(
+        with_context(
             inventory,
             extra_vars,
             verbose,
@@ -376,7 +289,7 @@ def promote(
     json_output: JsonOpt = False,
 ) -> None:
     """Promote a learner to a voter once it is in sync (through the leader)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         check_ips([ip])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
@@ -389,9 +302,7 @@ def promote(
                 print_json({"ip": member.ip, "id": entry.hex_id, "learner": entry.is_learner})
             reporter.summary(f"{member.name} ({member.ip}) is a voter")
 
-        _with_context(
-            inventory, extra_vars, False, False, go, lock=True, wait=wait, pki_dir=pki_dir
-        )
+        with_context(inventory, extra_vars, False, False, go, lock=True, wait=wait, pki_dir=pki_dir)
 
 
 @app.command()
@@ -428,7 +339,7 @@ def rm(
     json_output: JsonOpt = False,
 ) -> None:
     """Remove members, or with no IP destroy the cluster (Pigsty's bin/etcd-rm)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         check_ips(ips or [])
         from etcdsop.console import print_json
         from etcdsop.ops.add import members_for_ips
@@ -463,7 +374,7 @@ def rm(
                 reporter.info(f"next: {step}")
             reporter.summary(f"{len(result.removed)} member(s) removed")
 
-        _with_context(
+        with_context(
             inventory,
             extra_vars,
             verbose,
@@ -485,11 +396,11 @@ def log_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """The audit trail of changing commands (files/log/etcdsop.jsonl beside the inventory)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop import audit
         from etcdsop.console import audit_table, print_json
 
-        files = _load(inventory, None).files_dir
+        files = load_inventory_file(inventory, None).files_dir
         records = audit.read(files, last)
         if json_output:
             print_json(records)
@@ -510,7 +421,7 @@ def sandbox_up(
     ] = False,
 ) -> None:
     """Boot COUNT local hosts and write an inventory for them."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop import sandbox
         from etcdsop.console import err, out
         from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
@@ -530,7 +441,7 @@ def sandbox_up(
 @sandbox_app.command("down")
 def sandbox_down() -> None:
     """Power off and remove every sandbox host (the base image cache is kept)."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop import sandbox
         from etcdsop.console import err
 
@@ -541,7 +452,7 @@ def sandbox_down() -> None:
 @sandbox_app.command("status")
 def sandbox_status() -> None:
     """List sandbox hosts."""
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop import sandbox
         from etcdsop.console import out
 

@@ -60,9 +60,9 @@ def reload(
 ) -> None:
     """Point every etcd client at the live voters (the SOP's reload): etcd.conf and the root
     password, etcdctl.sh, Patroni's etcd3 section, vip-manager; backups beside each file."""
-    from etcdsop.cli import _errors_to_exit_codes, _with_context
+    from etcdsop.cli_run import errors_to_exit_codes, with_context
 
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop.console import print_json
         from etcdsop.errors import ClusterError
         from etcdsop.ops.reload import parse_targets
@@ -92,7 +92,7 @@ def reload(
                     + "; ".join(f"{o.host} {o.target}: {o.message}" for o in result.failed)
                 )
 
-        _with_context(
+        with_context(
             inventory,
             extra_vars,
             verbose,
@@ -118,9 +118,9 @@ def rbac_sync(
 ) -> None:
     """One etcd role and user per PostgreSQL cluster: readwrite on <pg_namespace>/<pg_cluster>/.
     A changed pg_etcd_password is refused here: `reload -t patroni,vip` changes it."""
-    from etcdsop.cli import _errors_to_exit_codes, _with_context
+    from etcdsop.cli_run import errors_to_exit_codes, with_context
 
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop.console import print_json
         from etcdsop.ops import pgpassword, rbac
 
@@ -140,7 +140,7 @@ def rbac_sync(
             verb = "would change" if dry_run else "changed"
             reporter.summary(f"{changed} of {len(results)} cluster account(s) {verb}")
 
-        _with_context(
+        with_context(
             inventory,
             extra_vars,
             False,
@@ -163,15 +163,15 @@ def env(
     ] = False,
 ) -> None:
     """Print etcdctl's environment for this admin node: eval "$(etcdsop env --with-password)"."""
-    from etcdsop.cli import _errors_to_exit_codes, _with_context
+    from etcdsop.cli_run import errors_to_exit_codes, with_context
 
-    with _errors_to_exit_codes():
+    with errors_to_exit_codes():
         from etcdsop.ops.reload import admin_env
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             typer.echo(admin_env(ctx, with_password=with_password), nl=False)
 
-        _with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
+        with_context(inventory, extra_vars, False, True, go, pki_dir=pki_dir)
 
 
 def register(app: typer.Typer) -> None:
