@@ -175,3 +175,66 @@ def test_an_unreadable_list_is_retried_not_taken_as_absent() -> None:
     script = Script([EtcdUnreachable("no voter"), [VOTER, learner()], [VOTER]], [lost()])
     assert remove_member(script, 4, timeout=10, **FAST) is True  # type: ignore[arg-type]
     assert script.sent == ["remove"]
+
+
+class Statuses(Script):
+    """Also answers Maintenance Status: the leader each voter knows (None: no answer)."""
+
+    def __init__(
+        self,
+        lists: list[list[MemberInfo] | Exception],
+        outcomes: list[Any],
+        leaders: dict[str, int | None],
+    ) -> None:
+        super().__init__(lists, outcomes)
+        self.leaders = leaders
+
+    def with_timeout(self, _timeout: float) -> Statuses:
+        return self
+
+    def status(self, endpoint: str) -> Any:
+        lead = self.leaders[endpoint]
+        if lead is None:
+            raise EtcdUnreachable(f"{endpoint}: refused")
+        return type("S", (), {"leader": lead})()
+
+
+def voter(n: int) -> MemberInfo:
+    return MemberInfo(
+        n, f"etcd-{n}", (f"https://10.0.0.{n}:2380",), (f"https://10.0.0.{n}:2379",), False
+    )
+
+
+@pytest.mark.parametrize(
+    ("leaders", "named"),
+    [
+        ({1: 1, 2: 0, 3: 1}, ["etcd-2 (10.0.0.2)"]),  # cut off: campaigning, no leader
+        ({1: 1, 2: 1, 3: None}, ["etcd-3 (10.0.0.3)"]),  # client port does not answer
+        ({1: 1, 2: 1, 3: 1}, []),  # all follow one leader: nothing to name
+    ],
+)
+def test_an_add_refused_as_unhealthy_until_its_deadline_names_the_cut_off_voters(
+    leaders: dict[int, int | None], named: list[str]
+) -> None:
+    clock = iter(range(100))
+    members = [voter(1), voter(2), voter(3)]
+    script = Statuses(
+        [members],
+        [api("etcdserver: unhealthy cluster")] * 50,
+        {f"https://10.0.0.{n}:2379": lead for n, lead in leaders.items()},
+    )
+    with pytest.raises(ClusterError) as caught:
+        add_member(
+            script,  # type: ignore[arg-type]
+            PEER,
+            learner=True,
+            timeout=3,
+            sleep=lambda _s: None,
+            clock=lambda: float(next(clock)),
+        )
+    message = caught.value.message
+    assert "not done after 3s (etcdserver: unhealthy cluster)" in message
+    for name in named:
+        assert f"not connected to the leader: {name}" in message
+    if not named:
+        assert "not connected" not in message

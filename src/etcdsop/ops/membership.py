@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from etcdsop.errors import ClusterError, MemberError
 from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdOutcomeUnknown, MemberInfo
@@ -63,14 +64,48 @@ class _Passes:
         self.interval = interval
         self.last = ""
 
-    def next(self, why: str) -> None:
+    def next(self, why: str, explain: Callable[[], str] | None = None) -> None:
+        """Sleep before the next pass; at the deadline raise, with `explain()` when given."""
         self.last = why
         if self.clock() >= self.deadline:
+            detail = explain() if explain is not None else ""
             raise ClusterError(
-                f"{self.what}: not done after {self.timeout:.0f}s ({why}); "
+                f"{self.what}: not done after {self.timeout:.0f}s ({why}){detail}; "
                 "read `etcdsop status` before trying again"
             )
         self.sleep(self.interval)
+
+
+def _who(m: MemberInfo) -> str:
+    host = urlsplit(m.client_urls[0]).hostname or m.client_urls[0]
+    return f"{m.name} ({host})" if m.name else host
+
+
+def unconnected_voters(client: EtcdClient) -> str:
+    """Why etcd keeps saying "unhealthy cluster": with strict reconfiguration checks
+    it refuses a membership change while any voter is cut off from the leader. Name
+    the voters that do not answer, know no leader, or follow another one."""
+    quick = client.with_timeout(2.0)
+    members = _read(quick)
+    if not members:
+        return ""
+    leaders: dict[str, int] = {}
+    for m in members:
+        if m.is_learner or not m.client_urls:
+            continue
+        try:
+            leaders[_who(m)] = quick.status(m.client_urls[0]).leader
+        except ClusterError:
+            leaders[_who(m)] = -1
+    known = [lead for lead in leaders.values() if lead > 0]
+    usual = max(set(known), key=known.count) if known else 0
+    cut = [name for name, lead in leaders.items() if lead != usual or lead <= 0]
+    if not cut:
+        return ""
+    return (
+        f"; voter(s) not connected to the leader: {', '.join(sorted(cut))} — etcd "
+        "refuses membership changes until every voter is"
+    )
 
 
 def add_member(
@@ -102,7 +137,7 @@ def add_member(
             if PEER_EXISTS in exc.etcd_message:
                 passes.next("peer URL exists: reading the member list")
             elif UNHEALTHY in exc.etcd_message:
-                passes.next(exc.etcd_message)
+                passes.next(exc.etcd_message, explain=lambda: unconnected_voters(client))
             else:
                 raise
 
@@ -136,7 +171,7 @@ def remove_member(
             if NOT_FOUND in exc.etcd_message:
                 passes.next("member not found: reading the member list")
             elif UNHEALTHY in exc.etcd_message:
-                passes.next(exc.etcd_message)
+                passes.next(exc.etcd_message, explain=lambda: unconnected_voters(client))
             else:
                 raise
 
