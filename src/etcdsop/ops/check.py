@@ -92,7 +92,7 @@ def check(ctx: Context, *, now: datetime | None = None) -> CheckResult:
     result.checked.append(f"{len(certs)} certificate(s)")
     result.findings += _learner_findings(ctx, st, uptimes, moment)
     result.findings += findings.clock_skew(clocks)
-    result.checked.append(f"clocks of {len(clocks)} host(s) and this admin node")
+    result.checked.append(f"clocks of {len(clocks)} host(s)")
     backup_dir = inv.files_dir / "backup"
     taken = [
         findings.backup_time(p, p.stat().st_mtime)
