@@ -134,6 +134,23 @@ class EndpointStatus:
     raft_index: int
     is_learner: bool
     latency_ms: float
+    db_size_in_use: int = 0  # what is left after a defragment (0: etcd did not say)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """An active alarm: NOSPACE (db over quota-backend-bytes) or CORRUPT, per member."""
+
+    member_id: int
+    alarm: str
+
+    @property
+    def hex_id(self) -> str:
+        return f"{self.member_id:x}"
+
+
+# AlarmType in rpc.proto; the gateway may answer the enum as a number or as its name.
+_ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
 
 
 def _b64(text: str | bytes) -> str:
@@ -224,13 +241,23 @@ class EtcdClient:
         return other
 
     # -- transport -----------------------------------------------------------------
-    def _post_one(self, endpoint: str, path: str, body: dict[str, Any], auth: bool) -> Any:
+    def _post_one(
+        self,
+        endpoint: str,
+        path: str,
+        body: dict[str, Any],
+        auth: bool,
+        timeout: float | None = None,
+    ) -> Any:
         headers = {"Content-Type": "application/json"}
         if auth and self._token:
             headers["Authorization"] = self._token
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = urllib3.Timeout(connect=min(self._timeout, 3.0), read=timeout)
         try:
             resp = self._pool.request(
-                "POST", endpoint + path, body=json.dumps(body).encode(), headers=headers
+                "POST", endpoint + path, body=json.dumps(body).encode(), headers=headers, **extra
             )
         except urllib3.exceptions.HTTPError as exc:
             raise transport_error(endpoint, exc) from exc
@@ -400,7 +427,76 @@ class EtcdClient:
             raft_index=int(data.get("raftIndex", 0)),
             is_learner=bool(data.get("isLearner", False)),
             latency_ms=latency,
+            db_size_in_use=int(data.get("dbSizeInUse", 0) or 0),
         )
+
+    def defragment(self, endpoint: str, timeout: float) -> None:
+        """Defragment one member's backend (etcd does it only on the member asked).
+
+        Blocks that member's reads and writes while its bbolt file is rewritten, which
+        takes about as long as copying the live data: hence its own read timeout. Not a
+        raft request and content-preserving, so a second one is harmless; but etcd goes
+        on after the client gave up (the server ignores the request's context), so after
+        a timeout the caller waits for the member to serve again instead of re-sending.
+        """
+        self._ensure_token(endpoint)
+        try:
+            self._post_one(endpoint, "/v3/maintenance/defragment", {}, auth=True, timeout=timeout)
+        except EtcdApiError as exc:
+            if "invalid auth token" not in exc.etcd_message:
+                raise
+            self.reset_auth()  # refused before it started: safe to send again
+            self._ensure_token(endpoint)
+            self._post_one(endpoint, "/v3/maintenance/defragment", {}, auth=True, timeout=timeout)
+
+    def serving(self, endpoint: str, timeout: float = 2.0) -> bool:
+        """Whether this member answers a serializable read now (a defragment blocks them)."""
+        try:
+            self._post_one(
+                endpoint,
+                "/v3/kv/range",
+                {"key": _b64("etcdsop-probe"), "serializable": True},
+                auth=True,
+                timeout=timeout,
+            )
+        except ClusterError:
+            return False
+        return True
+
+    def alarms(self) -> list[Alarm]:
+        """Every active alarm of the cluster (asked through raft on 3.4: needs a quorum)."""
+        data = self.call("/v3/maintenance/alarm", {"action": "GET"})
+        found = []
+        for raw in data.get("alarms", []) or []:
+            kind = raw.get("alarm", 0)
+            name = _ALARM_NAMES.get(kind, str(kind)) if isinstance(kind, int) else str(kind)
+            if name != "NONE":
+                found.append(Alarm(int(raw.get("memberID", 0) or 0), name))
+        return found
+
+    def alarm_disarm(self, alarm: Alarm) -> None:
+        """Deactivate one alarm; deactivating one that is no longer set changes nothing,
+        so this is safe to send again."""
+        body = {"action": "DEACTIVATE", "memberID": str(alarm.member_id), "alarm": alarm.alarm}
+        self.call("/v3/maintenance/alarm", body)
+
+    def revision(self) -> int:
+        """The store's current revision (any range answer's header carries it)."""
+        data = self.call("/v3/kv/range", {"key": _b64("etcdsop-probe")})
+        return int(data.get("header", {}).get("revision", 0))
+
+    def compact(self, revision: int, timeout: float) -> bool:
+        """Compact the key history up to `revision`, physically (the freed pages exist
+        once this returns, for a defragment to hand back). False when that revision was
+        compacted already; compacting again to it changes nothing, so safe to re-send."""
+        body = {"revision": str(revision), "physical": True}
+        try:
+            self.with_timeout(timeout).call("/v3/kv/compaction", body)
+        except EtcdApiError as exc:
+            if "required revision has been compacted" in exc.etcd_message:
+                return False
+            raise
+        return True
 
     def health(self, endpoint: str) -> bool:
         """etcd's own /health verdict (not protected by RBAC): true only with a leader."""

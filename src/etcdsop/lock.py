@@ -29,12 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from etcdsop.errors import ClusterError, GuardRefused
-from etcdsop.etcd import EtcdClient, EtcdOutcomeUnknown
+from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdOutcomeUnknown
 
 LOCK_PREFIX = "/etcdsop/lock/"
 LEASE_TTL = 15  # seconds: a crashed holder frees the lock within this
 RENEW_EVERY = LEASE_TTL / 3
 POLL = 0.5
+NOSPACE = "database space exceeded"  # etcd's answer to writes under a NOSPACE alarm
 
 
 @dataclass(frozen=True)
@@ -323,8 +324,18 @@ def cluster_lock(
         client = cluster_client()
         if client is not None:
             remote = EtcdLock(client, cluster)
-            remote.acquire(me, wait=wait, say=say)
-        say(f"lock held: {lock_key(cluster) if remote else 'admin node only (no cluster answers)'}")
+            try:
+                remote.acquire(me, wait=wait, say=say)
+            except EtcdApiError as exc:
+                if NOSPACE not in exc.etcd_message:
+                    raise
+                # A NOSPACE alarm refuses the lease and the put; `defrag` is what lifts
+                # it, so it must run: with the admin-node lock only, and said so.
+                remote.release()
+                remote = None
+                say("cluster lock not taken: etcd takes no writes (NOSPACE alarm)")
+        why = "NOSPACE" if client is not None else "no cluster answers"
+        say(f"lock held: {lock_key(cluster) if remote else f'admin node only ({why})'}")
         yield me
     finally:
         if remote is not None:

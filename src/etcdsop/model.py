@@ -25,6 +25,7 @@ ETCD_DEFAULTS: Mapping[str, Any] = {
     "etcd_rm_data": True,
     "etcd_rm_pkg": False,
     "etcd_client_cert_auth": False,
+    "etcd_quota_backend_bytes": 8 * 1024**3,  # Pigsty's etcd.conf: 8 GiB
     "etcd_api": "v3",
     "cert_validity": "7300d",
     "ca_create": True,
@@ -80,6 +81,7 @@ class Member:
     cert_validity_days: int
     ssh: SshTarget
     client_cert_auth: bool = False  # etcd_client_cert_auth: clients must present a cert
+    quota_backend_bytes: int = 8 * 1024**3  # etcd_quota_backend_bytes: NOSPACE above it
     # Every variable that applies to this host, after precedence (for `inventory`).
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -86,6 +86,7 @@ def render_etcd_conf(member: Member, initial_cluster: Sequence[PeerRef], init: s
         port=member.port,
         election_timeout=member.election_timeout,
         heartbeat_interval=member.heartbeat_interval,
+        quota_backend_bytes=member.quota_backend_bytes,
         client_cert_auth="true" if member.client_cert_auth else "false",
     )
 

@@ -3,7 +3,9 @@
 Cells hold short words (`down: refused`, `timeout`, `tls`); the full errors go below
 the table. No column is ever squeezed: the table drops whole columns instead, least
 useful first (peer URL, version, db size, latency, term, id), after shortening the
-ids, and says which it hid. A member's name and client URL are always shown whole.
+ids, and says which it hid. The db cell says how full the quota is once it is half
+full; an alarm shows in the health cell and below the table. A member's name and
+client URL are always shown whole.
 In `--watch` mode the previous result adds raft index deltas and leader changes.
 """
 
@@ -21,6 +23,8 @@ from rich.table import Table
 
 from etcdsop.ops.status import MemberRow, StatusResult
 
+DB_SHOW = 0.5  # from this share of its quota on, the db cell says how full it is
+DB_WARN = 0.8  # and from this one on, in red (check reports it too)
 SHORT_ID = 8  # hex digits of a member id when the full 16 do not fit
 # Dropped in this order when the table is too wide; name, client url, role, index and
 # health always stay.
@@ -201,6 +205,8 @@ def _cells(
     if before is not None and m.raft_index is not None and before.get(m.id) is not None:
         delta = f"+{m.raft_index - (before[m.id] or 0)}"
     health = "healthy" if m.healthy else (m.problem or "unhealthy")
+    if m.healthy and m.alarms:  # answers, but NOSPACE refuses writes
+        health = "alarm: " + ",".join(m.alarms)
     return {
         "id": (short[m.id] if short_ids else m.id, ""),
         "name": (m.name or "-", ""),
@@ -210,9 +216,9 @@ def _cells(
         "term": (_n(m.raft_term), ""),
         "index": (_n(m.raft_index), ""),
         "+index": (delta or "-", ""),
-        "db": (_size(m.db_size), ""),
+        "db": (_db(m), "bold red" if (m.quota_used or 0) >= DB_WARN else ""),
         "version": (m.version or "-", ""),
-        "health": (health, "green" if m.healthy else "bold red"),
+        "health": (health, "green" if m.healthy and not m.alarms else "bold red"),
         "ms": (_n(m.latency_ms), ""),
     }
 
@@ -223,6 +229,13 @@ def _styled(text: str, style: str) -> str:
 
 def _n(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def _db(m: MemberRow) -> str:
+    """Its db size and, once it holds half its quota, how full that is: `15.9M 99%`
+    (only then: a wider db column would be left out at 100 columns)."""
+    used = m.quota_used
+    return _size(m.db_size) + ("" if used is None or used < DB_SHOW else f" {used:.0%}")
 
 
 def _size(value: int | None) -> str:

@@ -1261,3 +1261,15 @@ def test_var_dir_errors_name_the_file(tmp_path: Path) -> None:
     put(tmp_path, "group_vars/all/vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n6162636465\n")
     with pytest.raises(InputError, match=r"group_vars/all/vault.yml: encrypted with ansible-vault"):
         load(tmp_path, TRIO_FILE)
+
+
+def test_quota_backend_bytes_default_override_and_bad_values(tmp_path: Path) -> None:
+    from etcdsop.render import PeerRef, render_etcd_conf
+
+    assert load(tmp_path, LAYERED).members[0].quota_backend_bytes == 8 * 1024**3
+    small = load(tmp_path, LAYERED, {"etcd_quota_backend_bytes": "16777216"}).members[0]
+    conf = render_etcd_conf(small, [PeerRef(small.name, small.peer_url)], "new").decode()
+    assert "\nquota-backend-bytes: 16777216\n" in conf
+    for bad in (0, 1024, "8GiB", True):
+        error = load_error(tmp_path, LAYERED, {"etcd_quota_backend_bytes": bad})
+        assert "etcd_quota_backend_bytes" in error.message and "bytes, an integer" in error.message

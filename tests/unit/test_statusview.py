@@ -182,3 +182,27 @@ def test_watch_shows_an_error_and_tries_again_at_the_next_refresh() -> None:
     assert "trying again" in shown[1]
     # The refresh after the error compares with the last good one.
     assert "+5" in shown[2] and "leader etcd-1 (term 7) -> etcd-2 (term 7)" in shown[2]
+
+
+def test_an_alarm_and_a_full_db_show_within_100_columns() -> None:
+    import dataclasses
+
+    rows = [
+        dataclasses.replace(
+            member(i, leader=i == 1),
+            healthy=False,
+            problem="alarm: NOSPACE",
+            quota_bytes=16 << 20,
+            db_size=(16 << 20) - 4096,
+        )
+        for i in (1, 2, 3)
+    ]
+    for width in (80, 100):
+        lines = render(StatusView(cluster(*rows)), width)
+        table = lines[1 : lines.index(next(x for x in lines if "voters healthy" in x))]
+        assert all(len(line) <= width for line in table)
+        assert sum("alarm: NOSPACE" in line for line in table) == 3
+    wide = "\n".join(render(StatusView(cluster(*rows)), 200))
+    assert "16.0M 100%" in wide  # db against the quota once half full
+    half = dataclasses.replace(member(1, leader=True), quota_bytes=8 << 30)
+    assert "24K 0%" not in "\n".join(render(StatusView(cluster(half)), 200))

@@ -22,6 +22,7 @@ from etcdsop.inventory.values import (
     _to_init,
     _to_password,
     _to_port,
+    _to_quota,
     _to_seq,
 )
 from etcdsop.model import Inventory, Member
@@ -95,6 +96,7 @@ def _member(reader: _HostReader, base: Path) -> Member:
         rm_pkg=get("etcd_rm_pkg", _to_bool, False),
         cert_validity_days=get("cert_validity", _to_days, 0),
         client_cert_auth=get("etcd_client_cert_auth", _to_bool, False),
+        quota_backend_bytes=get("etcd_quota_backend_bytes", _to_quota, 0),
         ssh=_ssh_target(reader, base),
         vars=dict(reader.values),
     )

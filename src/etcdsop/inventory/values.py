@@ -24,6 +24,10 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE = frozenset({"y", "yes", "on", "1", "true", "t"})
 _FALSE = frozenset({"n", "no", "off", "0", "false", "f"})
 _MAX_ELECTION_MS = 50000  # etcd refuses a longer --election-timeout
+# etcd only warns above 8 GiB (MaxQuotaBytes, "suggested"); 100 GiB is a sanity bound.
+# Below 1 MiB a member's own bookkeeping would fill it.
+_MIN_QUOTA = 1024**2
+_MAX_QUOTA = 100 * 1024**3
 
 _EXPECT = {
     "etcd_seq": "an integer >= 0, unique in the etcd group",
@@ -36,6 +40,7 @@ _EXPECT = {
     "etcd_heartbeat_interval": "milliseconds, a positive integer",
     "etcd_root_password": "a non-empty one-line string, the same on every member",
     "cert_validity": "days, as 7300d or 7300",
+    "etcd_quota_backend_bytes": f"bytes, an integer {_MIN_QUOTA}..{_MAX_QUOTA} (8589934592: 8 GiB)",
     "pg_cluster": "letters, digits, '-' and '_'",
     "pg_namespace": "an etcd key prefix starting with /, the same on every host of the cluster",
     "pg_etcd_password": "a one-line string, the same on every host of the cluster",
@@ -109,6 +114,7 @@ _to_seq = _in_range(0, None)
 _to_port = _in_range(1, 65535)
 _to_election = _in_range(1, _MAX_ELECTION_MS)
 _to_heartbeat = _in_range(1, None)
+_to_quota = _in_range(_MIN_QUOTA, _MAX_QUOTA)
 
 
 def _to_bool(value: object) -> bool:

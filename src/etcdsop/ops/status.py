@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EndpointStatus, EtcdClient
-from etcdsop.ops.common import Context
+from etcdsop.findings import ALARM_FIX
+from etcdsop.ops.common import ClusterView, Context
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,16 @@ class MemberRow:
     in_inventory: bool
     error: str | None = None  # the whole error, shown below the table
     problem: str | None = None  # its short word for the table cell: `down: refused`, `tls`...
+    db_size_in_use: int | None = None  # what a defragment would leave
+    quota_bytes: int | None = None  # its etcd_quota_backend_bytes (None: not in the inventory)
+    alarms: list[str] = field(default_factory=list)  # NOSPACE, CORRUPT
+
+    @property
+    def quota_used(self) -> float | None:
+        """db size / quota (1.0 = full: NOSPACE), or None when either is unknown."""
+        if self.db_size is None or not self.quota_bytes:
+            return None
+        return self.db_size / self.quota_bytes
 
 
 @dataclass
@@ -43,12 +54,14 @@ class StatusResult:
     leaders: int = 0
     auth_enabled: bool | None = None  # None: could not be asked
     notes: list[str] = field(default_factory=list)  # inventory vs live disagreements
+    alarms: list[dict[str, str]] = field(default_factory=list)  # {member, name, alarm}
 
     @property
     def healthy(self) -> bool:
         members_ok = bool(self.members) and all(m.healthy for m in self.members)
-        # An open cluster (auth off) is a problem too: anyone with a client cert writes.
-        return members_ok and self.leaders == 1 and self.auth_enabled is True
+        # An open cluster (auth off) is a problem too: anyone with a client cert writes;
+        # so is an alarm: NOSPACE makes it read-only, CORRUPT means a member differs.
+        return members_ok and self.leaders == 1 and self.auth_enabled is True and not self.alarms
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +107,34 @@ def poller(ctx: Context) -> Callable[[], StatusResult]:
     return poll
 
 
+def _add_alarms(
+    ctx: Context, view: ClusterView, result: StatusResult, with_leader: set[str]
+) -> None:
+    """The cluster's alarms, on the rows and in the result (a note when unknown).
+
+    etcd's /health says false on every member while any alarm is set: a member that
+    answers with a leader is then `alarm: NOSPACE` in the table, not `unhealthy`.
+    """
+    try:
+        alarms = ctx.voter_client(view).alarms()
+    except ClusterError as exc:
+        result.notes.append(f"alarms unknown: {exc.message}")
+        return
+    rows = {r.id: r for r in result.members}
+    for alarm in alarms:
+        row = rows.get(alarm.hex_id)
+        if row is not None:
+            row.alarms.append(alarm.alarm)
+        name = row.name if row is not None and row.name else alarm.hex_id
+        result.alarms.append({"member": alarm.hex_id, "name": name, "alarm": alarm.alarm})
+        result.notes.append(f"alarm {alarm.alarm} on {name}: {ALARM_FIX.get(alarm.alarm, '')}")
+    word = "alarm: " + ",".join(sorted({a.alarm for a in alarms}))
+    result.members = [
+        replace(r, problem=word) if alarms and not r.healthy and r.id in with_leader else r
+        for r in result.members
+    ]
+
+
 def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
     inventory = ctx.inventory
     view = ctx.probe()
@@ -105,6 +146,7 @@ def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
         return result
     client = client or ctx.client()
     inventory_peers = {m.peer_url for m in inventory.members}
+    quotas = {m.peer_url: m.quota_backend_bytes for m in inventory.members}
 
     def probe_member(url: str) -> tuple[EndpointStatus | None, bool, str | None]:
         try:
@@ -146,6 +188,8 @@ def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
                 in_inventory=any(u in inventory_peers for u in mi.peer_urls),
                 error=error,
                 problem=None if healthy else problem_word(error, answered=st is not None),
+                db_size_in_use=st.db_size_in_use if st and st.db_size_in_use else None,
+                quota_bytes=next((quotas[u] for u in mi.peer_urls if u in quotas), None),
             )
         )
     voters = [r for r in result.members if not r.learner]
@@ -160,6 +204,8 @@ def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
         result.auth_enabled = ctx.voter_client(view).auth_enabled()
     except ClusterError as exc:
         result.notes.append(f"auth state unknown: {exc.message}")
+    with_leader = {f"{a[0].member_id:x}" for a in answers.values() if a[0] and a[0].leader}
+    _add_alarms(ctx, view, result, with_leader)
     if result.auth_enabled is False:
         result.notes.append(
             "auth is disabled: anyone with a client certificate can write; "
