@@ -88,6 +88,7 @@ def defrag(
             False,
             go,
             lock=True,
+            nospace_ok=True,
             wait=wait,
             pki_dir=pki_dir,
             wait_timeout=timeout,

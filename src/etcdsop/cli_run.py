@@ -89,17 +89,20 @@ def with_context(
     *,
     lock: bool = False,
     wait: float = 0.0,
+    nospace_ok: bool = False,
     **option_kwargs: Any,
 ) -> Any:
     """Load, build the context, run fn; a changing command (lock) holds the cluster's
-    lock throughout and leaves an audit line."""
+    lock throughout and leaves an audit line. `nospace_ok`: the command that lifts a
+    NOSPACE alarm (defrag) runs under the admin-node lock alone while etcd takes no
+    writes; every other command is refused then."""
     inv = load_inventory_file(inventory, extra)
     ctx, reporter = build_context(inv, run_options(**option_kwargs), verbose, quiet)
     try:
         if lock:
             from etcdsop.ops.session import run_locked
 
-            return run_locked(ctx, reporter, fn, wait=wait)
+            return run_locked(ctx, reporter, fn, wait=wait, nospace_ok=nospace_ok)
         return fn(ctx, reporter)
     finally:
         ctx.close()

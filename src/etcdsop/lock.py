@@ -314,8 +314,13 @@ def cluster_lock(
     *,
     wait: float,
     say: Callable[[str], None],
+    nospace_ok: bool = False,
 ) -> Iterator[Holder]:
-    """Hold the admin-node lock and, when the cluster answers, its etcd lock."""
+    """Hold the admin-node lock and, when the cluster answers, its etcd lock.
+
+    Under a NOSPACE alarm etcd grants no lease: only the command that lifts the alarm
+    (`nospace_ok`, defrag) goes on, under the admin-node lock alone; any other command
+    is refused, naming the way out."""
     me = Holder.me(command)
     local = FileLock(lock_file)
     local.acquire(me, wait=wait, say=say)
@@ -329,10 +334,13 @@ def cluster_lock(
             except EtcdApiError as exc:
                 if NOSPACE not in exc.etcd_message:
                     raise
-                # A NOSPACE alarm refuses the lease and the put; `defrag` is what lifts
-                # it, so it must run: with the admin-node lock only, and said so.
                 remote.release()
                 remote = None
+                if not nospace_ok:
+                    raise GuardRefused(
+                        "etcd takes no writes (NOSPACE alarm: the db is over its quota), "
+                        "so no cluster lock either: run `etcdsop defrag` first"
+                    ) from exc
                 say("cluster lock not taken: etcd takes no writes (NOSPACE alarm)")
         why = "NOSPACE" if client is not None else "no cluster answers"
         say(f"lock held: {lock_key(cluster) if remote else f'admin node only ({why})'}")

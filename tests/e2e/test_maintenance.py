@@ -112,6 +112,9 @@ def test_nospace_alarm_is_cleared_by_defrag_and_writes_work_again(cluster: Clust
     assert all(m["problem"] == "alarm: NOSPACE" for m in before["members"])
     table = run_cli("status", "-i", str(cluster.inv), check=False, env={"COLUMNS": "100"})
     assert "alarm: NOSPACE" in table.stdout and "etcdsop defrag" in table.stdout
+    # No lease, so no cluster lock: only defrag (which lifts the alarm) may go on.
+    other = run_cli("create", "-i", str(cluster.inv), check=False)
+    assert other.returncode == 3 and "run `etcdsop defrag` first" in other.stderr
 
     proc = run_cli("defrag", "-i", str(cluster.inv), "-y", "--json")
     result = json.loads(proc.stdout)

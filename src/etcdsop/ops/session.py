@@ -27,6 +27,7 @@ def run_locked(
     *,
     wait: float,
     argv: list[str] | None = None,
+    nospace_ok: bool = False,
 ) -> T:
     """fn under the admin-node lock and, when the cluster answers, its etcd lock;
     one audit line whatever happens (refused by the lock included)."""
@@ -44,6 +45,7 @@ def run_locked(
             command,
             wait=wait,
             say=reporter.info,
+            nospace_ok=nospace_ok,
         ) as holder:
             return fn(ctx, reporter)
     except GuardRefused as exc:
