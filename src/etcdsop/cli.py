@@ -461,9 +461,10 @@ def sandbox_status() -> None:
 
 
 def _register_more_commands() -> None:
-    from etcdsop.cli_reload import register
+    from etcdsop import cli_dr, cli_reload
 
-    register(app)
+    cli_reload.register(app)
+    cli_dr.register(app)
 
 
 _register_more_commands()

@@ -313,8 +313,12 @@ def cluster_lock(
     *,
     wait: float,
     say: Callable[[str], None],
+    on_remote: Callable[[Callable[[], None]], None] | None = None,
 ) -> Iterator[Holder]:
-    """Hold the admin-node lock and, when the cluster answers, its etcd lock."""
+    """Hold the admin-node lock and, when the cluster answers, its etcd lock.
+
+    on_remote receives the etcd lock's release (idempotent), for a command that
+    replaces the very cluster the lock lives in (restore --force)."""
     me = Holder.me(command)
     local = FileLock(lock_file)
     local.acquire(me, wait=wait, say=say)
@@ -324,6 +328,8 @@ def cluster_lock(
         if client is not None:
             remote = EtcdLock(client, cluster)
             remote.acquire(me, wait=wait, say=say)
+            if on_remote is not None:
+                on_remote(remote.release)
         say(f"lock held: {lock_key(cluster) if remote else 'admin node only (no cluster answers)'}")
         yield me
     finally:

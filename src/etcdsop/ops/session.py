@@ -44,6 +44,7 @@ def run_locked(
             command,
             wait=wait,
             say=reporter.info,
+            on_remote=ctx.set_lock_release,
         ) as holder:
             return fn(ctx, reporter)
     except GuardRefused as exc:
