@@ -152,9 +152,12 @@ def restore(
                 f"RESTORING etcd cluster {ctx.inventory.cluster} on {hosts} from {file}: "
                 "what it holds now is replaced (old data dirs kept aside)"
             )
-            if not yes:
-                countdown(5, "restoring")
-            result = run_restore(ctx, file, force=force)
+
+            def confirm() -> None:
+                if not yes:
+                    countdown(5, "restoring")
+
+            result = run_restore(ctx, file, force=force, confirm=confirm)
             if json_output:
                 print_json(result.to_json())
             for note in result.notes:
@@ -209,13 +212,18 @@ def recover(
         from etcdsop.ops.recover import recover as run_recover
 
         def go(ctx: Context, reporter: RichReporter) -> None:
-            reporter.warn(
-                f"RECOVERING etcd cluster {ctx.inventory.cluster}: one member becomes a "
-                "new one-member cluster with its data, the others rejoin empty"
+            def confirm(chosen: str) -> None:
+                reporter.warn(
+                    f"RECOVERING etcd cluster {ctx.inventory.cluster} from {chosen}: it becomes "
+                    "a one-member cluster with its data, the others rejoin empty (old data "
+                    "moved aside)"
+                )
+                if not yes:
+                    countdown(5, "recovering")
+
+            result = run_recover(
+                ctx, from_ip=source, promote_timeout=promote_timeout, confirm=confirm
             )
-            if not yes:
-                countdown(5, "recovering")
-            result = run_recover(ctx, from_ip=source, promote_timeout=promote_timeout)
             if json_output:
                 print_json(result.to_json())
             for step in result.next_steps:

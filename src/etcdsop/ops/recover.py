@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,7 +152,14 @@ def _reachable(ctx: Context, members: Sequence[Member], result: RecoverResult) -
     return ok
 
 
-def recover(ctx: Context, *, from_ip: str | None, promote_timeout: float) -> RecoverResult:
+def recover(
+    ctx: Context,
+    *,
+    from_ip: str | None,
+    promote_timeout: float,
+    confirm: Callable[[str], None] = lambda source: None,
+) -> RecoverResult:
+    """confirm(source) runs once the guards passed and the source is known."""
     inventory = ctx.inventory
     members = list(inventory.members)
     check_safeguard(members)
@@ -191,6 +198,7 @@ def recover(ctx: Context, *, from_ip: str | None, promote_timeout: float) -> Rec
         raise ClusterError(f"the source {result.source} does not answer over SSH")
     stamp = record["stamp"] if record else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     others = [m for m in reachable if m is not source]
+    confirm(f"{source.name} ({source.ip})")
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
     host = ctx.host(source)

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,7 +126,10 @@ def _write_record(inventory: Inventory, snapshot: Path, sha: str, stamp: str) ->
 
 
 # -- the command -----------------------------------------------------------------------
-def restore(ctx: Context, snapshot: Path, *, force: bool) -> RestoreResult:
+def restore(
+    ctx: Context, snapshot: Path, *, force: bool, confirm: Callable[[], None] = lambda: None
+) -> RestoreResult:
+    """confirm runs once every guard passed, before the first change (the countdown)."""
     inventory = ctx.inventory
     members = list(inventory.members)
     data, sha = check_file(snapshot)
@@ -151,6 +155,7 @@ def restore(ctx: Context, snapshot: Path, *, force: bool) -> RestoreResult:
     result.tools = tools
     result.revision_bumped = drhost.bump_revisions(tools)
 
+    confirm()
     old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
     _write_record(inventory, snapshot, sha, stamp)
     if todo:
