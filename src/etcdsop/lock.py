@@ -315,12 +315,15 @@ def cluster_lock(
     wait: float,
     say: Callable[[str], None],
     nospace_ok: bool = False,
+    on_remote: Callable[[Callable[[], None]], None] | None = None,
 ) -> Iterator[Holder]:
     """Hold the admin-node lock and, when the cluster answers, its etcd lock.
 
     Under a NOSPACE alarm etcd grants no lease: only the command that lifts the alarm
     (`nospace_ok`, defrag) goes on, under the admin-node lock alone; any other command
-    is refused, naming the way out."""
+    is refused, naming the way out. on_remote receives the etcd lock's release
+    (idempotent), for a command that replaces the very cluster the lock lives in
+    (restore --force)."""
     me = Holder.me(command)
     local = FileLock(lock_file)
     local.acquire(me, wait=wait, say=say)
@@ -342,6 +345,8 @@ def cluster_lock(
                         "so no cluster lock either: run `etcdsop defrag` first"
                     ) from exc
                 say("cluster lock not taken: etcd takes no writes (NOSPACE alarm)")
+            if remote is not None and on_remote is not None:
+                on_remote(remote.release)
         why = "NOSPACE" if client is not None else "no cluster answers"
         say(f"lock held: {lock_key(cluster) if remote else f'admin node only ({why})'}")
         yield me

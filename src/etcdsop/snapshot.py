@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EtcdClient
@@ -33,6 +35,22 @@ def verify_snapshot(path: Path) -> None:
 
 def save_snapshot(client: EtcdClient, endpoint: str, backup_dir: Path, cluster: str) -> Path:
     """Stream a snapshot from endpoint into backup_dir/<cluster>-<UTC>.db (0600), verified."""
+    return _save(backup_dir, cluster, lambda sink: client.snapshot(endpoint, sink))
+
+
+def save_bolt_copy(db: bytes, backup_dir: Path, cluster: str) -> Path:
+    """A member's own bolt file (member/snap/db, read while etcd was stopped) as a
+    snapshot: the sha256 trailer a streamed snapshot carries is appended, so it is
+    checked and restored like any other."""
+
+    def fill(sink: BinaryIO) -> None:
+        sink.write(db)
+        sink.write(hashlib.sha256(db).digest())
+
+    return _save(backup_dir, cluster, fill)
+
+
+def _save(backup_dir: Path, cluster: str, fill: Callable[[BinaryIO], object]) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = backup_dir / f"{cluster}-{stamp}.db"
@@ -40,7 +58,7 @@ def save_snapshot(client: EtcdClient, endpoint: str, backup_dir: Path, cluster: 
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as sink:
-            client.snapshot(endpoint, sink)
+            fill(sink)
             sink.flush()
             os.fsync(sink.fileno())
         verify_snapshot(partial)

@@ -77,6 +77,18 @@ class Context:
         self._hosts: dict[str, RemoteHost] = {}
         self._pki: Pki | None = None
         self.snapshots: list[str] = []  # taken during this run (for the audit trail)
+        self._lock_release: Callable[[], None] | None = None
+
+    def set_lock_release(self, release: Callable[[], None]) -> None:
+        self._lock_release = release
+
+    def release_cluster_lock(self) -> bool:
+        """Let go of the etcd lock early (the admin-node lock stays): for a command that
+        replaces the cluster the lock lives in. True when there was one."""
+        release, self._lock_release = self._lock_release, None
+        if release is not None:
+            release()
+        return release is not None
 
     @property
     def pki_dir(self) -> Path:

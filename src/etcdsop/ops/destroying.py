@@ -10,11 +10,11 @@ with it as the backup. A finished destroy, and a create, remove the record.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from etcdsop.backups import write_private_json
 from etcdsop.errors import ClusterError
 from etcdsop.model import Inventory
 from etcdsop.snapshot import verify_snapshot
@@ -39,13 +39,7 @@ def write_record(inventory: Inventory, snapshot: str) -> None:
         "hosts": sorted(m.ip for m in inventory.members),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    partial = path.with_suffix(".part")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as sink:
-        json.dump(doc, sink)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.replace(partial, path)
+    write_private_json(path, doc)
 
 
 def interrupted_destroy(inventory: Inventory) -> DestroyRecord | None:

@@ -46,6 +46,7 @@ def run_locked(
             wait=wait,
             say=reporter.info,
             nospace_ok=nospace_ok,
+            on_remote=ctx.set_lock_release,
         ) as holder:
             return fn(ctx, reporter)
     except GuardRefused as exc:

@@ -1,0 +1,306 @@
+"""`etcdsop recover [--from IP]`: quorum lost for good, one good member left.
+
+Refused (exit 3) while any member knows a leader (a quorum answers: replace the
+dead members with rm/add instead). Otherwise: the source is the reachable member
+with the highest raft index (`--from` names it; a member whose index cannot be read
+because its etcd is stopped is chosen only when it is the only one holding data);
+its etcd is stopped and its bolt file copied to files/backup/<cluster>-<UTC>.db
+(sha256 trailer appended, verified, sidecar beside it); etcd is stopped on the other
+reachable hosts; the source starts ONCE with force-new-cluster, through a config copy
+and a systemd drop-in that both live in /run (a reboot drops them: the flag can
+never stay), then the drop-in is removed and it restarts on its own etcd.conf. The
+other inventory hosts are added back one at a time through `add`'s path (learner,
+promoted when in sync, undone on failure), each with its old data dir moved aside to
+`<data>.pre-recover-<stamp>` first (never deleted).
+
+Where a re-run resumes: files/backup/<cluster>.recovering.json names the source,
+the snapshot and the stamp from before anything changed. A re-run with that record
+keeps the same source (a different --from is refused: a second force-new-cluster
+elsewhere would fork the data). While no leader answers, it goes on from the forced
+start (the snapshot in the record is reused when still whole); once the source leads
+(the forced start happened), a quorum answering is the recovered cluster, not a
+refusal: a drop-in still present is removed and the member restarted, and the hosts
+that are not started members yet are added (a started member is skipped, so its
+data is never moved). The record is removed when every inventory host is a member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from etcdsop.backups import Sidecar, sha256_file, sidecar_path, write_private_json
+from etcdsop.errors import ClusterError, GuardRefused, InputError
+from etcdsop.facts import HostFacts
+from etcdsop.model import Inventory, Member
+from etcdsop.ops import drhost, hostops
+from etcdsop.ops.add import RELOAD_HINT
+from etcdsop.ops.common import Context
+from etcdsop.ops.join import join_member
+from etcdsop.ops.remove import check_safeguard
+from etcdsop.ops.stages import gather_facts, refresh_conf
+from etcdsop.plan import find_live
+from etcdsop.snapshot import save_bolt_copy, verify_snapshot
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A reachable inventory host as a possible source."""
+
+    ip: str
+    has_data: bool
+    raft_index: int | None  # None: its etcd does not answer (stopped)
+
+
+def choose_source(candidates: Sequence[Candidate], from_ip: str | None) -> str:
+    """The member to rebuild from (pure): --from, else the only one holding data, else
+    the highest raft index (all must be readable: a stopped one might be ahead)."""
+    with_data = [c for c in candidates if c.has_data]
+    if from_ip is not None:
+        chosen = next((c for c in candidates if c.ip == from_ip), None)
+        if chosen is None:
+            raise InputError(f"--from {from_ip}: not a reachable host of the etcd group")
+        if not chosen.has_data:
+            raise InputError(f"--from {from_ip}: it holds no etcd data to recover from")
+        return chosen.ip
+    if not with_data:
+        raise ClusterError(
+            "no reachable member holds etcd data: nothing to recover from; restore a "
+            "backup instead (etcdsop restore FILE)"
+        )
+    if len(with_data) == 1:
+        return with_data[0].ip
+    unknown = [c.ip for c in with_data if c.raft_index is None]
+    if unknown:
+        raise GuardRefused(
+            f"the raft index of {', '.join(unknown)} cannot be read (etcd stopped there) and "
+            "another member holds data too: start etcd there, or name the source with --from IP"
+        )
+    return max(with_data, key=lambda c: (c.raft_index or 0, c.ip)).ip
+
+
+@dataclass
+class RecoverResult:
+    source: str
+    snapshot: str | None = None
+    forced: bool = False  # this run did the force-new-cluster start
+    added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # members already
+    unreachable: list[str] = field(default_factory=list)
+    moved_aside: dict[str, str] = field(default_factory=dict)
+    next_steps: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def record_path(inventory: Inventory) -> Path:
+    return inventory.files_dir / "backup" / f"{inventory.cluster}.recovering.json"
+
+
+def _read_record(inventory: Inventory) -> dict[str, str] | None:
+    try:
+        doc = json.loads(record_path(inventory).read_text())
+        return {k: str(doc[k]) for k in ("source", "snapshot", "stamp")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    leader: int
+    raft_index: int
+    cluster_id: str
+
+
+def _answers(ctx: Context, members: Sequence[Member]) -> dict[str, _Answer]:
+    """Maintenance Status, unauthenticated (authenticating needs a quorum on 3.4)."""
+    client = ctx.client(timeout=3.0)
+
+    def ask(member: Member) -> _Answer | None:
+        with contextlib.suppress(ClusterError, KeyError, TypeError, ValueError):
+            data = client.call("/v3/maintenance/status", {}, endpoint=member.client_url, auth=False)
+            return _Answer(
+                int(data.get("leader", 0) or 0),
+                int(data.get("raftIndex", 0) or 0),
+                f"{int(data['header']['cluster_id']):x}",
+            )
+        return None
+
+    found = ctx.parallel(members, ask)
+    return {ip: a for ip, a in found.items() if isinstance(a, _Answer)}
+
+
+def _reachable(ctx: Context, members: Sequence[Member], result: RecoverResult) -> list[Member]:
+    ctx.report.phase(f"connect to {len(members)} host(s)")
+    found = ctx.parallel(members, lambda m: ctx.host(m).connect())
+    ok = []
+    for member in members:
+        value = found[member.ip]
+        if isinstance(value, ClusterError):
+            ctx.report.host(member.ip, f"unreachable ({value.message})", "failed")
+            result.unreachable.append(member.ip)
+        else:
+            ctx.report.host(member.ip, "connected")
+            ok.append(member)
+    return ok
+
+
+def recover(
+    ctx: Context,
+    *,
+    from_ip: str | None,
+    promote_timeout: float,
+    confirm: Callable[[str], None] = lambda source: None,
+) -> RecoverResult:
+    """confirm(source) runs once the guards passed and the source is known."""
+    inventory = ctx.inventory
+    members = list(inventory.members)
+    check_safeguard(members)
+    for member in members:
+        hostops.safe_data_dir(member)
+    result = RecoverResult(source="")
+    reachable = _reachable(ctx, members, result)
+    answers = _answers(ctx, members)
+    led = sorted(ip for ip, a in answers.items() if a.leader)
+    record = _read_record(inventory)
+    if led and record is None:
+        raise GuardRefused(
+            f"a quorum answers (a leader is known on {', '.join(led)}): nothing to recover; "
+            "replace dead members with etcdsop rm IP, then etcdsop add IP"
+        )
+    ctx.report.phase("gather facts")
+    facts = gather_facts(ctx, reachable)
+    if record is not None:
+        if from_ip is not None and from_ip != record["source"]:
+            raise InputError(
+                f"--from {from_ip}: the interrupted recover began from {record['source']} "
+                f"(see {record_path(inventory)}): re-run without --from, or with that one"
+            )
+        result.source = record["source"]
+        ctx.report.info(f"resuming the recover begun from {result.source} ({record['stamp']})")
+    else:
+        candidates = [
+            Candidate(
+                m.ip, facts[m.ip].has_data, answers[m.ip].raft_index if m.ip in answers else None
+            )
+            for m in reachable
+        ]
+        result.source = choose_source(candidates, from_ip)
+    source = next((m for m in reachable if m.ip == result.source), None)
+    if source is None:
+        raise ClusterError(f"the source {result.source} does not answer over SSH")
+    stamp = record["stamp"] if record else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    others = [m for m in reachable if m is not source]
+    confirm(f"{source.name} ({source.ip})")
+    if not led:
+        _forced_start(ctx, source, others, facts, answers, record, stamp, result)
+    host = ctx.host(source)
+    if drhost.forced(host):
+        ctx.report.phase(f"restart {source.name} without force-new-cluster")
+        drhost.clear_forced(host)
+        ctx.wait_healthy([source])
+        ctx.report.host(source.ip, "restarted on its own etcd.conf, healthy", "changed")
+    _add_back(ctx, others, stamp, promote_timeout, result)
+    ctx.report.phase("refresh etcd.conf on the members")
+    refresh_conf(ctx)
+    if not result.unreachable:
+        record_path(inventory).unlink(missing_ok=True)
+        result.next_steps = [RELOAD_HINT]
+    else:
+        gone = " ".join(result.unreachable)
+        result.next_steps = [
+            f"{gone} could not be reached: once they answer, run etcdsop recover again "
+            "(it adds them, old data moved aside)",
+            RELOAD_HINT,
+        ]
+    return result
+
+
+def _forced_start(
+    ctx: Context,
+    source: Member,
+    others: list[Member],
+    facts: dict[str, HostFacts],
+    answers: dict[str, _Answer],
+    record: dict[str, str] | None,
+    stamp: str,
+    result: RecoverResult,
+) -> None:
+    host = ctx.host(source)
+    ctx.report.phase(f"snapshot of {source.name} ({source.ip})")
+    kept = Path(record["snapshot"]) if record else None
+    if kept is not None and _whole(kept):
+        ctx.report.info(f"the snapshot the interrupted run took is whole: {kept}")
+        result.snapshot = str(kept)
+    else:
+        hostops.stop_etcd(host)
+        ctx.report.host(source.ip, "etcd stopped (data kept)", "changed")
+        path = save_bolt_copy(
+            drhost.read_bolt(host, source), ctx.inventory.files_dir / "backup", source.cluster
+        )
+        answer = answers.get(source.ip)
+        sidecar = Sidecar(
+            cluster=source.cluster,
+            cluster_id=answer.cluster_id if answer else "",
+            revision=None,
+            members=(),
+            etcd_version=facts[source.ip].etcd_version or "",
+            sha256=sha256_file(path),
+            size=path.stat().st_size,
+            source=source.name,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        write_private_json(sidecar_path(path), sidecar.to_json())
+        result.snapshot = str(path)
+        ctx.report.info(f"snapshot of {source.name}'s data: {path} ({sidecar.size} B, verified)")
+    ctx.snapshots.append(result.snapshot)
+    doc = {"source": source.ip, "snapshot": result.snapshot, "stamp": stamp}
+    write_private_json(record_path(ctx.inventory), doc)
+    if others:
+        ctx.report.phase(f"stop etcd on the {len(others)} other reachable host(s)")
+        stopped = ctx.parallel(others, lambda m: hostops.stop_etcd(ctx.host(m)))
+        for member in others:
+            if isinstance(stopped[member.ip], ClusterError):
+                raise stopped[member.ip]  # type: ignore[misc]
+            ctx.report.host(member.ip, "etcd stopped (data kept)", "changed")
+    ctx.report.phase(f"start {source.name} once with force-new-cluster")
+    hostops.stop_etcd(host)
+    drhost.start_forced(host)
+    ctx.wait_healthy([source])
+    result.forced = True
+    ctx.report.host(source.ip, "a one-member cluster with its data, healthy", "changed")
+
+
+def _whole(path: Path) -> bool:
+    try:
+        verify_snapshot(path)
+    except (OSError, ClusterError):
+        return False
+    return True
+
+
+def _add_back(
+    ctx: Context, others: list[Member], stamp: str, promote_timeout: float, result: RecoverResult
+) -> None:
+    for member in others:
+        view = ctx.probe()
+        entry = find_live(member, view.members)
+        if entry is not None and entry.started:
+            ctx.report.host(member.ip, "a started member already, skipped", "skipped")
+            result.skipped.append(member.ip)
+            continue
+        host = ctx.host(member)
+        hostops.stop_etcd(host)  # an old member's etcd must not start on its old data
+        aside = drhost.move_aside(host, member, f"pre-recover-{stamp}")
+        if aside:
+            result.moved_aside[member.ip] = aside
+            ctx.report.host(member.ip, f"old data moved to {aside}", "changed")
+        join_member(ctx, member, promote_timeout=promote_timeout)
+        result.added.append(member.ip)

@@ -1,0 +1,244 @@
+"""`etcdsop backup / restore / recover` on real hosts, one 3-member cluster shared by the
+cases in file order (each leaves it whole for the next), 300 user keys checked after
+every step; the backup timer on a fourth host acting as the admin node."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import urllib3
+from tests.e2e.conftest import SANDBOX_DIR, Bed, run_cli
+from tests.e2e.test_create import client
+
+from etcdsop import sandbox
+from etcdsop.backups import sha256_file
+from etcdsop.etcd import EtcdClient
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {f"/app/dr/{i:03d}": f"value-{i}" for i in range(300)}
+
+
+class Cluster:
+    def __init__(self, bed: Bed, inventory: Path, ips: list[str]) -> None:
+        self.bed, self.inventory, self.ips = bed, inventory, ips
+
+    def client(self, ips: list[str] | None = None) -> EtcdClient:
+        return client(self.inventory, ips or self.ips)
+
+    def cli(self, *args: str, check: bool = True):  # type: ignore[no-untyped-def]
+        return run_cli(*args, "-i", str(self.inventory), check=check)
+
+    def assert_keys(self) -> None:
+        for ip in self.ips:  # every member serves every key
+            assert self.client([ip]).get_prefix("/app/dr/") == {
+                k: v.encode() for k, v in KEYS.items()
+            }
+
+    def voters(self) -> list[str]:
+        members = self.client().member_list()
+        assert all(m.started and not m.is_learner for m in members)
+        return sorted(u for m in members for u in m.peer_urls)
+
+    def revision(self) -> int:
+        data = self.client().call("/v3/maintenance/status", {})
+        return int(data["header"]["revision"])
+
+    def version(self) -> tuple[int, int]:
+        major, minor = self.client().status(f"https://{self.ips[0]}:2379").version.split(".")[:2]
+        return int(major), int(minor)
+
+
+@pytest.fixture(scope="module")
+def cluster(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    for host in sandbox.status(state_dir=SANDBOX_DIR):
+        if not host.running:
+            sandbox.host_power_on(host.name, state_dir=SANDBOX_DIR)
+    bed.wipe()
+    ips = bed.ips[:3]
+    inventory = bed.inventory(tmp_path_factory.mktemp("dr"), ips)
+    run_cli("create", "-i", str(inventory))
+    made = Cluster(bed, inventory, ips)
+    c = made.client()
+    for key, value in KEYS.items():
+        c.put(key, value)
+    yield made
+    bed.wipe(ips)
+    bed.each(ips, "rm -rf /data/etcd.pre-*")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_restore_refused_while_the_cluster_answers(cluster: Cluster) -> None:
+    backup = json.loads(cluster.cli("backup", "--json").stdout)
+    before = cluster.voters()
+    proc = cluster.cli("restore", backup["path"], "-y", check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "answers on" in proc.stderr
+    assert cluster.voters() == before
+    # Nothing moved on any host, nothing stopped.
+    assert not any(cluster.bed.each(cluster.ips, "ls -d /data/etcd.* 2>/dev/null; true").values())
+    cluster.assert_keys()
+
+
+def test_backup_destroy_restore(cluster: Cluster) -> None:
+    backups = [json.loads(cluster.cli("backup", "--json", "--keep", "2").stdout) for _ in range(3)]
+    files = cluster.inventory.parent / "files" / "backup"
+    last = Path(backups[-1]["path"])
+    # --keep 2: only this cluster's two newest are left (with their sidecars).
+    assert sorted(p.name for p in files.glob("etcd-*.db")) == sorted(
+        Path(b["path"]).name for b in backups[1:]
+    )
+    assert not Path(backups[0]["path"]).exists()
+    assert _mode(last) == 0o600 and _mode(Path(backups[-1]["sidecar"])) == 0o600
+    sidecar = json.loads(Path(backups[-1]["sidecar"]).read_text())
+    assert sidecar["sha256"] == sha256_file(last)
+    assert sidecar["size"] == last.stat().st_size
+    assert sidecar["cluster"] == "etcd" and sidecar["etcd_version"].startswith("3.")
+    assert sorted(m.split("=", 1)[1] for m in sidecar["members"]) == cluster.voters()
+    status = cluster.client().call("/v3/maintenance/status", {})
+    assert sidecar["cluster_id"] == f"{int(status['header']['cluster_id']):x}"
+    assert sidecar["revision"] == cluster.revision()  # nothing was written since
+    revision_before = cluster.revision()
+
+    cluster.cli("rm", "-y")  # destroy: nothing of etcd's is left on the hosts
+    result = json.loads(cluster.cli("restore", str(last), "-y", "--json").stdout)
+    assert sorted(result["restored"]) == sorted(cluster.ips)
+    assert cluster.voters() == sorted(f"https://{ip}:2380" for ip in cluster.ips)
+    cluster.assert_keys()
+    # RBAC as in the snapshot: auth on, an unauthenticated write refused.
+    anonymous = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=str(cluster.client().tls.ca_cert),
+        cert_file=str(cluster.client().tls.client_cert),
+        key_file=str(cluster.client().tls.client_key),
+    )
+    put = anonymous.request(
+        "POST",
+        f"https://{cluster.ips[0]}:2379/v3/kv/put",
+        body=json.dumps({"key": "L2FwcC9ubw==", "value": "eA=="}).encode(),
+    )
+    assert put.status != 200 and "user name is empty" in put.data.decode()
+    if cluster.version() >= (3, 5) and result["revision_bumped"]:
+        assert cluster.revision() > revision_before
+    else:  # 3.4: the snapshot's revision, said so in the output
+        assert result["revision"] == sidecar["revision"] == cluster.revision()
+        assert any("restarts from the snapshot's" in n for n in result["notes"])
+    modes = cluster.bed.each(cluster.ips, "stat -c %a /etc/etcd/server.key /data/etcd")
+    assert all(out.split() == ["600", "700"] for out in modes.values())
+
+
+def test_recover_refused_while_a_quorum_answers(cluster: Cluster) -> None:
+    before = cluster.voters()
+    proc = cluster.cli("recover", "-y", check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "a quorum answers" in proc.stderr and "etcdsop rm" in proc.stderr
+    assert cluster.voters() == before
+    cluster.assert_keys()
+
+
+def test_recover_from_the_last_member(cluster: Cluster) -> None:
+    survivor, dead = cluster.ips[0], cluster.ips[1:]
+    cluster.bed.each(dead, "systemctl stop etcd; rm -rf /data/etcd")
+    result = json.loads(cluster.cli("recover", "-y", "--json").stdout)
+    assert result["source"] == survivor and result["forced"]
+    assert sorted(result["added"]) == sorted(dead)
+    assert cluster.voters() == sorted(f"https://{ip}:2380" for ip in cluster.ips)
+    cluster.assert_keys()
+    # The flag stayed nowhere: not in the unit, not in etcd.conf, no drop-in left.
+    check = cluster.bed.ssh(
+        survivor, "systemctl cat etcd; cat /etc/etcd/etcd.conf; ls /run/systemd/system"
+    ).stdout
+    assert "force-new-cluster" not in check
+    snapshot = Path(result["snapshot"])
+    assert _mode(snapshot) == 0o600 and snapshot.stat().st_size > 0
+
+
+# -- the backup timer: a sandbox host plays the admin node (it has systemd) -------------
+_TOP = ("typer", "rich", "paramiko", "cryptography", "pyyaml", "urllib3")
+
+
+def _distributions() -> set[str]:
+    """etcdsop's run-time dependencies and theirs (extras left out)."""
+    from importlib import metadata
+
+    todo, seen = list(_TOP), set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for req in metadata.requires(name) or []:
+            if "extra ==" in req or "python_version < " in req:
+                continue
+            todo.append(re.split(r"[ ;<>=!\[(~]", req, maxsplit=1)[0])
+    return seen
+
+
+def _admin_host(bed: Bed, cluster: Cluster, ip: str) -> Path:
+    """Copy etcdsop, its dependencies, the PKI and an inventory into the host."""
+    seq = bed.ips.index(ip) + 1
+    root = sandbox.paths(SANDBOX_DIR).host_root(seq)
+    lib = root / "opt" / "etcdsop-admin"
+    shutil.rmtree(lib, ignore_errors=True)
+    lib.mkdir(parents=True)
+    from importlib import metadata
+
+    for name in _distributions():
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            src = Path(str(dist.locate_file(file)))
+            if "__pycache__" in file.parts or ".." in file.parts or not src.is_file():
+                continue
+            (lib / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, lib / file)
+    import etcdsop
+
+    shutil.copytree(Path(etcdsop.__file__).parent, lib / "etcdsop")
+    admin = root / "root" / "admin"
+    shutil.rmtree(admin, ignore_errors=True)
+    (admin / "files").mkdir(parents=True)
+    shutil.copytree(cluster.inventory.parent / "files" / "pki", admin / "files" / "pki")
+    paths = sandbox.paths(SANDBOX_DIR)
+    shutil.copy2(paths.ssh_key, admin / "id")
+    shutil.copy2(paths.known_hosts, admin / "known_hosts")
+    text = cluster.inventory.read_text()
+    text = text.replace(str(paths.ssh_key), "/root/admin/id")
+    text = text.replace(str(paths.known_hosts), "/root/admin/known_hosts")
+    (admin / "pigsty.yml").write_text(text)
+    return admin
+
+
+def test_backup_timer_fires_then_is_removed(bed: Bed, cluster: Cluster) -> None:
+    ip = bed.ips[3]
+    admin = _admin_host(bed, cluster, ip)
+    run = "cd /root/admin && PYTHONPATH=/opt/etcdsop-admin python3 -m etcdsop backup -i pigsty.yml"
+    bed.ssh(ip, f"{run} --install-timer --on-calendar '*:*:0/5' --keep 3")
+    try:
+        backups = admin / "files" / "backup"
+        deadline = time.monotonic() + 90
+        while not list(backups.glob("etcd-*.db.json")) and time.monotonic() < deadline:
+            time.sleep(1)
+        made = sorted(backups.glob("etcd-*.db"))
+        assert made, bed.ssh(ip, "journalctl -u etcdsop-backup-etcd -n 30 --no-pager").stdout
+        assert _mode(made[0]) == 0o600
+        sidecar = json.loads(made[0].with_name(made[0].name + ".json").read_text())
+        assert sidecar["cluster"] == "etcd"
+    finally:
+        bed.ssh(ip, f"{run} --remove-timer")
+    left = bed.ssh(
+        ip,
+        "ls /etc/systemd/system | grep etcdsop; systemctl list-timers --all | grep etcdsop",
+        check=False,
+    ).stdout
+    assert left == ""
+    bed.ssh(ip, "rm -rf /root/admin /opt/etcdsop-admin")

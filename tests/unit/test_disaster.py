@@ -1,0 +1,168 @@
+"""Pure logic of backup, restore and recover: pruning, sidecars, the recover source,
+the restore command and the timer units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.unit.factories import member as make_member
+
+from etcdsop.backups import Sidecar, cluster_backups, parse_sidecar, to_prune
+from etcdsop.errors import ClusterError, GuardRefused, InputError
+from etcdsop.model import Member
+from etcdsop.ops.backuptimer import render_units
+from etcdsop.ops.drhost import BUMP_REVISION, bump_revisions, restore_argv
+from etcdsop.ops.recover import Candidate, choose_source
+from etcdsop.render import PeerRef
+
+NAMES = [
+    "etcd-20261201T100000.000001Z.db",
+    "etcd-20261203T100000.000001Z.db",
+    "etcd-20261202T100000.000001Z.db",
+    "etcd-20261203T100000.000001Z.db.json",  # a sidecar, not a backup
+    "etcd-a-20261201T090000.000001Z.db",  # cluster etcd-a, not etcd
+    "etcd.destroying.json",
+    "mine.db",
+]
+
+
+def test_backups_of_one_cluster_oldest_first() -> None:
+    assert cluster_backups(NAMES, "etcd") == [
+        "etcd-20261201T100000.000001Z.db",
+        "etcd-20261202T100000.000001Z.db",
+        "etcd-20261203T100000.000001Z.db",
+    ]
+    assert cluster_backups(NAMES, "etcd-a") == ["etcd-a-20261201T090000.000001Z.db"]
+
+
+@pytest.mark.parametrize(
+    ("keep", "pruned"),
+    [
+        (1, ["etcd-20261201T100000.000001Z.db", "etcd-20261202T100000.000001Z.db"]),
+        (2, ["etcd-20261201T100000.000001Z.db"]),
+        (3, []),
+        (48, []),
+    ],
+)
+def test_keep_prunes_the_oldest_of_this_cluster_only(keep: int, pruned: list[str]) -> None:
+    assert to_prune(NAMES, "etcd", keep) == pruned
+
+
+def test_keep_zero_is_refused() -> None:
+    with pytest.raises(InputError, match="keep at least 1"):
+        to_prune(NAMES, "etcd", 0)
+
+
+def _sidecar() -> Sidecar:
+    return Sidecar(
+        cluster="etcd",
+        cluster_id="9cb864b3fc8fd240",
+        revision=201,
+        members=("etcd-1=https://10.0.0.1:2380",),
+        etcd_version="3.4.23",
+        sha256="AB" * 32,
+        size=40992,
+        source="etcd-3",
+        created="2026-12-03T11:58:06+00:00",
+    )
+
+
+def test_sidecar_round_trip(tmp_path: Path) -> None:
+    doc = _sidecar().to_json()
+    parsed = parse_sidecar(json.dumps(doc), tmp_path / "x.json")
+    assert parsed == Sidecar(**{**doc, "members": tuple(doc["members"]), "sha256": "ab" * 32})
+
+
+def test_sidecar_unknown_revision(tmp_path: Path) -> None:
+    doc = {**_sidecar().to_json(), "revision": None}
+    assert parse_sidecar(json.dumps(doc), tmp_path / "x.json").revision is None
+
+
+@pytest.mark.parametrize("text", ["", "[]", '{"cluster": "etcd"}', '{"members": 3}'])
+def test_a_broken_sidecar_is_named(text: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"x\.json: not a backup sidecar"):
+        parse_sidecar(text, tmp_path / "x.json")
+
+
+# -- recover's source ------------------------------------------------------------------
+def test_source_is_the_highest_raft_index() -> None:
+    found = [Candidate("10.0.0.1", True, 40), Candidate("10.0.0.2", True, 52)]
+    assert choose_source(found, None) == "10.0.0.2"
+
+
+def test_source_the_only_member_with_data_even_stopped() -> None:
+    found = [Candidate("10.0.0.1", True, None), Candidate("10.0.0.2", False, None)]
+    assert choose_source(found, None) == "10.0.0.1"
+
+
+def test_source_unknown_index_of_another_member_with_data_is_refused() -> None:
+    found = [Candidate("10.0.0.1", True, 40), Candidate("10.0.0.2", True, None)]
+    with pytest.raises(GuardRefused, match=r"10\.0\.0\.2 cannot be read"):
+        choose_source(found, None)
+    assert choose_source(found, "10.0.0.2") == "10.0.0.2"  # --from decides
+
+
+def test_source_from_must_hold_data_and_be_reachable() -> None:
+    found = [Candidate("10.0.0.1", True, 40), Candidate("10.0.0.2", False, None)]
+    with pytest.raises(InputError, match="holds no etcd data"):
+        choose_source(found, "10.0.0.2")
+    with pytest.raises(InputError, match="not a reachable host"):
+        choose_source(found, "10.0.0.9")
+
+
+def test_no_member_with_data_points_to_restore() -> None:
+    with pytest.raises(ClusterError, match="etcdsop restore FILE"):
+        choose_source([Candidate("10.0.0.1", False, None)], None)
+
+
+# -- restore command -------------------------------------------------------------------
+def _member() -> Member:
+    return make_member("10.0.0.1", 1)
+
+
+def test_bump_only_when_every_host_can() -> None:
+    assert bump_revisions({"a": "etcdutl-bump", "b": "etcdutl-bump"})
+    assert not bump_revisions({"a": "etcdutl-bump", "b": "etcdctl"})
+    assert not bump_revisions({})
+
+
+def test_restore_argv_34_and_35() -> None:
+    peers = [PeerRef("etcd-1", "https://10.0.0.1:2380"), PeerRef("etcd-2", "https://10.0.0.2:2380")]
+    old = restore_argv("etcdctl", "/s.db", _member(), peers, "/data/etcd.r", bump=False)
+    assert old[:3] == ["env", "ETCDCTL_API=3", "etcdctl"]
+    assert "--bump-revision" not in old
+    joined = " ".join(old)
+    assert "--initial-cluster etcd-1=https://10.0.0.1:2380,etcd-2=https://10.0.0.2:2380" in joined
+    assert "--data-dir /data/etcd.r" in joined and "--name etcd-1" in joined
+    new = restore_argv("etcdutl-bump", "/s.db", _member(), peers, "/d", bump=True)
+    assert new[0] == "etcdutl"
+    assert new[-3:] == ["--bump-revision", str(BUMP_REVISION), "--mark-compacted"]
+    with pytest.raises(ClusterError, match="neither etcdutl nor etcdctl"):
+        restore_argv("none", "/s.db", _member(), peers, "/d", bump=False)
+
+
+# -- timer units -----------------------------------------------------------------------
+def test_timer_units_run_this_etcdsop_on_this_inventory() -> None:
+    units = render_units(
+        "meta",
+        Path("/srv/pigsty/pigsty.yml"),
+        on_calendar="*-*-* *:00:00",
+        keep=48,
+        python="/usr/bin/python3",
+        package_root=Path("/opt/etcdsop"),
+    )
+    assert units.timer == "etcdsop-backup-meta.timer"
+    assert "OnCalendar=*-*-* *:00:00" in units.timer_text
+    assert "Unit=etcdsop-backup-meta.service" in units.timer_text
+    assert (
+        "ExecStart=/usr/bin/python3 -m etcdsop backup -i /srv/pigsty/pigsty.yml --keep 48"
+        in units.service_text
+    )
+    assert "Environment=PYTHONPATH=/opt/etcdsop" in units.service_text
+
+
+def test_timer_refuses_paths_systemd_would_split() -> None:
+    with pytest.raises(InputError, match="white space"):
+        render_units("meta", Path("/my dir/pigsty.yml"), on_calendar="hourly", keep=1)
