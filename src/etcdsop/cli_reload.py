@@ -121,8 +121,9 @@ def rbac_sync(
     from etcdsop.cli_run import errors_to_exit_codes, with_context
 
     with errors_to_exit_codes():
+        from etcdsop.clients import password as pgpassword
         from etcdsop.console import print_json
-        from etcdsop.ops import pgpassword, rbac
+        from etcdsop.ops import rbac
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             accounts = rbac.accounts(ctx.inventory)

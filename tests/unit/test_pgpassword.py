@@ -10,11 +10,12 @@ from typing import Any, ClassVar
 
 import pytest
 
+from etcdsop.clients import host as pghost
+from etcdsop.clients import password as pgpassword
+from etcdsop.clients.reload import plan_jobs, reload_pg_hosts
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.events import SilentReporter
 from etcdsop.model import Inventory, PgCluster, SshTarget
-from etcdsop.ops import pghost, pgpassword
-from etcdsop.ops.pgreload import plan_jobs, reload_pg_hosts
 from etcdsop.ops.rbac import Action, PgAccount, accounts
 from etcdsop.ops.reload import HostOutcome, ReloadResult
 

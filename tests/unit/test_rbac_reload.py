@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from tests.unit.factories import member, trio
 
+from etcdsop.clients.reload import TLS_DEFAULTS, host_port, plan_jobs
 from etcdsop.errors import InputError
 from etcdsop.etcd import MemberInfo, Permission
 from etcdsop.model import Inventory, PgCluster, SshTarget
 from etcdsop.ops.common import ClusterView
-from etcdsop.ops.pgreload import TLS_DEFAULTS, host_port, plan_jobs
 from etcdsop.ops.rbac import PgAccount, accounts, plan_account
 from etcdsop.ops.reload import (
     backup_path,

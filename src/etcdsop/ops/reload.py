@@ -1,7 +1,7 @@
 """`etcdsop reload`: point every etcd client at the live membership (the SOP's 重载配置).
 
 Targets: etcd (etcd.conf + the root password), etcdctl (etcdctl.sh), patroni and
-vip (ops/pgreload.py; Patroni restarts under maintenance mode in ops/pgrestart.py).
+vip (clients/reload.py; Patroni restarts under maintenance mode in clients/restart.py).
 Endpoints are the live VOTERS (learners serve no clients), cross-checked with the
 inventory. Only files whose content differs are written, each after a backup beside
 it; a failed host never stops the others.
@@ -472,7 +472,9 @@ def restart_members(
 
 # -- the command ----------------------------------------------------------------------
 def reload(ctx: Context, targets: Sequence[str], *, restart: bool = False) -> ReloadResult:
-    from etcdsop.ops import pgpassword, pgreload, pgrestart
+    from etcdsop.clients import password as pgpassword
+    from etcdsop.clients import reload as pgreload
+    from etcdsop.clients import restart as pgrestart
 
     inventory, report = ctx.inventory, ctx.report
     result = ReloadResult(tuple(targets), ctx.options.dry_run)

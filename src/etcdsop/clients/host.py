@@ -1,7 +1,7 @@
 """reload on one PostgreSQL host: locate, gather, edit in memory, write, reload.
 
 The steps are separate so reload_pg_hosts can hold back a cluster's reloads until its
-new etcd password is set (ops/pgpassword.py), and keep the old password where some
+new etcd password is set (clients/password.py), and keep the old password where some
 host of the cluster cannot take the new one.
 """
 
@@ -12,11 +12,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from etcdsop.clientconf import ClientConfError, EtcdAccess, edit_patroni, edit_vip
-from etcdsop.errors import ClusterError
-from etcdsop.model import PgCluster
-from etcdsop.ops.common import Context
-from etcdsop.ops.pglocate import (
+from etcdsop.clients.confedit import ClientConfError, EtcdAccess, edit_patroni, edit_vip
+from etcdsop.clients.locate import (
     CHECK_TLS,
     KNOWN_CONFS,
     LOCATE,
@@ -26,7 +23,7 @@ from etcdsop.ops.pglocate import (
     parse_tls,
     tls_verdict,
 )
-from etcdsop.ops.pgreload import (
+from etcdsop.clients.reload import (
     _FACTS,
     CLIENT_DIR,
     TLS_DEFAULTS,
@@ -37,7 +34,10 @@ from etcdsop.ops.pgreload import (
     parse_host_facts,
     tls_files,
 )
-from etcdsop.ops.pgrestart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
+from etcdsop.clients.restart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
+from etcdsop.errors import ClusterError
+from etcdsop.model import PgCluster
+from etcdsop.ops.common import Context
 from etcdsop.ops.reload import HostOutcome, backup_path, write_with_backup
 from etcdsop.remote import RemoteHost
 from etcdsop.render import NodeFile
@@ -158,7 +158,7 @@ class PgHost:
             if all(isinstance(v, str) and v.startswith("/") for v in found):
                 return (str(found[0]), str(found[1]), str(found[2]))
         if self.job.vip_conf is not None:
-            from etcdsop.clientconf import _parse
+            from etcdsop.clients.confedit import _parse
 
             try:
                 _, doc = _parse(self.facts.files.get(self.job.vip_conf) or b"")
@@ -352,7 +352,7 @@ class PgHost:
 
     # -- the running Patroni ------------------------------------------------------------------
     def _patroni_node(self, edits: list[_Edit], outcome: HostOutcome) -> PatroniNode | None:
-        """The running Patroni and whether a SIGHUP is enough for it (see pgrestart)."""
+        """The running Patroni and whether a SIGHUP is enough for it (see clients/restart.py)."""
         located, facts = self.located, self.facts
         if located is None or facts.active.get("patroni") != "active":
             return None

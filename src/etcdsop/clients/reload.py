@@ -1,13 +1,13 @@
 """Patroni and vip-manager on the PostgreSQL hosts: TLS files, config edits, reload.
 
-Every host is handled on its own (ops/pghost.py): a missing or broken config fails
+Every host is handled on its own (clients/host.py): a missing or broken config fails
 that host (its files untouched) while the others go on. Patroni is reloaded (SIGHUP
 re-reads its credentials), vip-manager restarted (it has no reload); only where
 something changed and only if it was running. Where a cluster's etcd password
 changes, its hosts are all edited first and reloaded together right after the change
-(ops/pgpassword.py). A Patroni whose etcd hosts changed (or that still runs an older
+(clients/password.py). A Patroni whose etcd hosts changed (or that still runs an older
 etcd3 section) is also marked for a restart under maintenance mode, done later by
-ops/pgrestart.py.
+clients/restart.py.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from etcdsop.clientconf import EtcdAccess, mask_secrets
+from etcdsop.clients.confedit import EtcdAccess, mask_secrets
+from etcdsop.clients.restart import PatroniNode
 from etcdsop.errors import ClusterError, InputError
 from etcdsop.model import Inventory, PgCluster, SshTarget
 from etcdsop.ops.common import Context
-from etcdsop.ops.pgrestart import PatroniNode
 from etcdsop.ops.rbac import PasswordChange, PgAccount
 from etcdsop.ops.reload import ReloadResult
 from etcdsop.remote import run_parallel
@@ -173,7 +173,7 @@ def parse_host_facts(text: str) -> _HostFacts:
     return facts
 
 
-# -- helpers of one host (ops/pghost.py) ------------------------------------------------
+# -- helpers of one host (clients/host.py) ------------------------------------------------
 def tls_files(
     paths: tuple[str, str, str], group: str, pems: tuple[bytes, bytes, bytes]
 ) -> list[NodeFile]:
@@ -254,7 +254,7 @@ def reload_pg_hosts(
 ) -> PgPending:
     """Edit every host in memory, write, then reload; where a cluster's password changes,
     write first, change it in etcd, then reload that cluster's clients at once."""
-    from etcdsop.ops.pghost import PgHost
+    from etcdsop.clients.host import PgHost
 
     pending = PgPending()
     if not jobs:
