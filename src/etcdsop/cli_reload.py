@@ -167,7 +167,7 @@ def env(
     from etcdsop.cli_run import errors_to_exit_codes, with_context
 
     with errors_to_exit_codes():
-        from etcdsop.ops.reload import admin_env
+        from etcdsop.ops.env import admin_env
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             typer.echo(admin_env(ctx, with_password=with_password), nl=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from etcdsop.clients.reload import parse_host_facts
+from etcdsop.clients.hostfacts import parse_host_facts
 from etcdsop.clients.restart import (
     PatroniNode,
     PauseMarks,
@@ -29,7 +29,7 @@ from etcdsop.clients.restart import (
 from etcdsop.events import SilentReporter
 from etcdsop.model import Inventory
 from etcdsop.ops.common import Context, RunOptions
-from etcdsop.ops.reload import HostOutcome, ReloadResult
+from etcdsop.ops.outcomes import HostOutcome, ReloadResult
 from etcdsop.remote import CommandResult
 
 OLD = {

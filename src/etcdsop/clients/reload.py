@@ -12,192 +12,25 @@ clients/restart.py.
 
 from __future__ import annotations
 
-import base64
-import difflib
-import hashlib
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
 
-from etcdsop.clients.confedit import EtcdAccess, mask_secrets
+from etcdsop.clients.confedit import EtcdAccess
+from etcdsop.clients.host import PgHost
+from etcdsop.clients.jobs import PgHostJob, host_port
 from etcdsop.clients.restart import PatroniNode
-from etcdsop.errors import ClusterError, InputError
-from etcdsop.model import Inventory, PgCluster, SshTarget
+from etcdsop.errors import ClusterError
+from etcdsop.model import PgCluster
 from etcdsop.ops.common import Context
+from etcdsop.ops.outcomes import ReloadResult
 from etcdsop.ops.rbac import PasswordChange, PgAccount
-from etcdsop.ops.reload import ReloadResult
 from etcdsop.remote import run_parallel
-from etcdsop.render import NodeFile
 
-DEFAULT_VIP_CONF = "/etc/default/vip-manager.yml"
-CLIENT_DIR = "/etc/etcd-client"
-TLS_VARS = ("pg_etcd_cacert", "pg_etcd_cert", "pg_etcd_key")
-TLS_DEFAULTS = (f"{CLIENT_DIR}/ca.crt", f"{CLIENT_DIR}/client.crt", f"{CLIENT_DIR}/client.key")
 PLACEHOLDER = b"(certificate to be issued)\n"
-_PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]+")
-_WORD_RE = re.compile(r"[a-z_][a-z0-9_-]*")
 
 
-@dataclass(frozen=True)
-class PgHostJob:
-    """What reload does on one PostgreSQL host (paths resolved from its variables)."""
-
-    ip: str
-    ssh: SshTarget
-    cluster: PgCluster
-    patroni: bool  # Patroni is a target here
-    patroni_conf: str | None  # the inventory's patroni_conf (None: found on the host)
-    vip_conf: str | None  # None: not a target, or pg_vip_enabled is false
-    tls_paths: tuple[str, str, str]  # cacert, cert, key as the configs name them
-    ship_tls: bool  # False: the inventory names files someone else manages
-    group: str  # pg_dbsu: the group that may read the client key
-
-
-@dataclass
-class _HostFacts:
-    files: dict[str, bytes] = field(default_factory=dict)
-    shas: dict[str, str] = field(default_factory=dict)
-    active: dict[str, str] = field(default_factory=dict)
-    has_group: bool = False
-    mtimes: dict[str, int] = field(default_factory=dict)  # patroni.yml and its backups
-    started: int | None = None  # when the running Patroni started (epoch seconds)
-    kill_mode: str = ""
-
-
-def _path(values: Mapping[str, Any], key: str, default: str, ip: str) -> str:
-    value = str(values.get(key) or default)
-    if not _PATH_RE.fullmatch(value) or "/../" in value + "/":
-        raise InputError(f"host {ip}: {key} {value!r} must be an absolute path")
-    return value
-
-
-def plan_jobs(inventory: Inventory, targets: Sequence[str]) -> list[PgHostJob]:
-    """Resolve every host's paths up front: a bad variable stops the run before any change."""
-    jobs = []
-    for cluster in inventory.pg_clusters:
-        for ip in cluster.hosts:
-            values = cluster.host_vars.get(ip, {})
-            given = [values.get(k) for k in TLS_VARS]
-            if any(given) and not all(given):
-                raise InputError(
-                    f"host {ip}: set all of {', '.join(TLS_VARS)} or none (etcdsop then ships "
-                    f"its own files to {CLIENT_DIR})"
-                )
-            ship = not any(given)
-            tls = tuple(
-                _path(values, k, d, ip) for k, d in zip(TLS_VARS, TLS_DEFAULTS, strict=True)
-            )
-            group = str(values.get("pg_dbsu") or "postgres")
-            if not _WORD_RE.fullmatch(group):
-                raise InputError(f"host {ip}: pg_dbsu {group!r} is not a user name")
-            jobs.append(
-                PgHostJob(
-                    ip=ip,
-                    ssh=cluster.ssh[ip],
-                    cluster=cluster,
-                    patroni="patroni" in targets,
-                    patroni_conf=_path(values, "patroni_conf", "", ip)
-                    if values.get("patroni_conf")
-                    else None,
-                    vip_conf=_path(values, "vip_manager_conf", DEFAULT_VIP_CONF, ip)
-                    if "vip" in targets and cluster.vip_enabled
-                    else None,
-                    tls_paths=(tls[0], tls[1], tls[2]),
-                    ship_tls=ship,
-                    group=group,
-                )
-            )
-    return jobs
-
-
-def host_port(url: str) -> str:
-    """https://10.0.0.1:2379 -> 10.0.0.1:2379, as Patroni's etcd3.hosts wants it."""
-    return urlsplit(url).netloc
-
-
-# -- facts ------------------------------------------------------------------------------
-# Arguments: group, then "conf:<path>" (content), "sha:<path>" (checksum) or
-# "mtimes:<path>" (when it and its backups were written) items. A backup keeps its
-# file's mtime (cp -p) and is named after the run that replaced it: with Patroni's
-# start they tell which version it started on.
-_FACTS = r"""
-group=$1; shift
-for a in "$@"; do
-  kind=${a%%:*}; p=${a#*:}
-  if [ "$kind" = mtimes ]; then
-    for f in "$p" "$p".*.bak; do
-      [ -f "$f" ] && echo "mtime $(stat -c %Y "$f") $f"
-    done
-    continue
-  fi
-  if [ ! -f "$p" ]; then echo "missing $p"; continue; fi
-  if [ "$kind" = conf ]; then echo "file $p $(base64 -w0 "$p")"
-  else echo "sha $p $(sha256sum "$p" | cut -d' ' -f1)"; fi
-done
-for u in patroni vip-manager; do
-  echo "active $u $(systemctl is-active "$u" 2>/dev/null | head -1)"
-done
-pid=$(systemctl show -p MainPID --value patroni 2>/dev/null)
-if [ -n "$pid" ] && [ "$pid" != 0 ]; then
-  echo "started $(( $(date +%s) - $(ps -o etimes= -p "$pid" | tr -d ' ') ))"
-fi
-echo "killmode $(systemctl show -p KillMode --value patroni 2>/dev/null)"
-getent group "$group" >/dev/null && echo "group ok"
-exit 0
-"""
-
-
-def parse_host_facts(text: str) -> _HostFacts:
-    facts = _HostFacts()
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        name, _, value = rest.partition(" ")
-        if kind == "file":
-            facts.files[name] = base64.b64decode(value)
-        elif kind == "sha":
-            facts.shas[name] = value.strip()
-        elif kind == "active":
-            facts.active[name] = value.strip()
-        elif kind == "group":
-            facts.has_group = True
-        elif kind == "mtime" and name.isdigit() and value:
-            facts.mtimes[value.strip()] = int(name)
-        elif kind == "started" and name.isdigit():
-            facts.started = int(name)
-        elif kind == "killmode":
-            facts.kill_mode = name.strip()
-    return facts
-
-
-# -- helpers of one host (clients/host.py) ------------------------------------------------
-def tls_files(
-    paths: tuple[str, str, str], group: str, pems: tuple[bytes, bytes, bytes]
-) -> list[NodeFile]:
-    cacert, certfile, keyfile = paths
-    ca, cert, key = pems
-    return [
-        NodeFile(cacert, ca, "root", group, 0o644),
-        NodeFile(certfile, cert, "root", group, 0o644),
-        NodeFile(keyfile, key, "root", group, 0o640, secret=True),
-    ]
-
-
-def changed_tls(files: Sequence[NodeFile], facts: _HostFacts) -> list[NodeFile]:
-    return [f for f in files if facts.shas.get(f.path) != hashlib.sha256(f.content).hexdigest()]
-
-
-def conf_diff(path: str, old: bytes, new: bytes, secrets: Sequence[str]) -> str:
-    before = old.decode(errors="replace").splitlines(keepends=True)
-    after = new.decode(errors="replace").splitlines(keepends=True)
-    diff = "".join(difflib.unified_diff(before, after, fromfile=path, tofile=path))
-    return mask_secrets(diff, secrets)
-
-
-# -- all hosts --------------------------------------------------------------------------
 def client_pems(ctx: Context, cluster: PgCluster) -> tuple[bytes, bytes, bytes]:
     """CA, and the cluster's CN-less client cert and key (issued unless a dry run)."""
     pki = ctx.pki
@@ -254,8 +87,6 @@ def reload_pg_hosts(
 ) -> PgPending:
     """Edit every host in memory, write, then reload; where a cluster's password changes,
     write first, change it in etcd, then reload that cluster's clients at once."""
-    from etcdsop.clients.host import PgHost
-
     pending = PgPending()
     if not jobs:
         ctx.report.info("no PostgreSQL cluster in the inventory")
