@@ -16,12 +16,11 @@ from etcdsop.facts import HostFacts, gather
 from etcdsop.guards import cleanup_refusal
 from etcdsop.model import Member
 from etcdsop.ops import hostops
-from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
 from etcdsop.ops.destroying import clear_record, interrupted_destroy, write_record
 from etcdsop.ops.membership import remove_member
 from etcdsop.ops.register import deregister
-from etcdsop.ops.stages import refresh_conf
+from etcdsop.ops.stages import RELOAD_HINT, refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import check_removal
 from etcdsop.render import ETCD_CONF
