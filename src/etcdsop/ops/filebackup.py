@@ -1,6 +1,6 @@
 """Atomic writes of client files on a host, the old file kept beside it as a backup.
 
-Used by reload for the members' files (ops/reload.py) and the clients' (clients/host.py).
+Used by reload for the members' files (ops/memberfiles.py) and the clients' (clients/host.py).
 """
 
 from __future__ import annotations
