@@ -237,8 +237,8 @@ def add(
     with errors_to_exit_codes():
         check_ips(ips)
         from etcdsop.console import print_json
+        from etcdsop.inventory import members_for_ips
         from etcdsop.ops.add import add as run_add
-        from etcdsop.ops.add import members_for_ips
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             members = members_for_ips(ctx.inventory, ips)
@@ -292,7 +292,7 @@ def promote(
     with errors_to_exit_codes():
         check_ips([ip])
         from etcdsop.console import print_json
-        from etcdsop.ops.add import members_for_ips
+        from etcdsop.inventory import members_for_ips
         from etcdsop.ops.add import promote as run_promote
 
         def go(ctx: Context, reporter: RichReporter) -> None:
@@ -342,8 +342,9 @@ def rm(
     with errors_to_exit_codes():
         check_ips(ips or [])
         from etcdsop.console import print_json
-        from etcdsop.ops.add import members_for_ips
-        from etcdsop.ops.remove import check_safeguard, destroy, remove
+        from etcdsop.guards import check_safeguard
+        from etcdsop.inventory import members_for_ips
+        from etcdsop.ops.remove import destroy, remove
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             if ips:

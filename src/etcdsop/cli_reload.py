@@ -121,8 +121,9 @@ def rbac_sync(
     from etcdsop.cli_run import errors_to_exit_codes, with_context
 
     with errors_to_exit_codes():
+        from etcdsop.clients import password as pgpassword
         from etcdsop.console import print_json
-        from etcdsop.ops import pgpassword, rbac
+        from etcdsop.ops import rbac
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             accounts = rbac.accounts(ctx.inventory)
@@ -166,7 +167,7 @@ def env(
     from etcdsop.cli_run import errors_to_exit_codes, with_context
 
     with errors_to_exit_codes():
-        from etcdsop.ops.reload import admin_env
+        from etcdsop.ops.env import admin_env
 
         def go(ctx: Context, reporter: RichReporter) -> None:
             typer.echo(admin_env(ctx, with_password=with_password), nl=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
+from etcdsop.errors import GuardRefused
 from etcdsop.etcd import MemberInfo
 from etcdsop.facts import HostFacts
 from etcdsop.model import Member
@@ -176,3 +178,14 @@ def cleanup_refusal(member: Member, facts: HostFacts, rm_data: bool = True) -> s
     if rm_data and foreign_entries(facts):
         return f"host {ip}: {member.data_dir} holds files but no etcd data"
     return None
+
+
+def check_safeguard(members: Sequence[Member], what: str = "removal") -> None:
+    """`etcd_safeguard: true` protects a member from anything that wipes or replaces it."""
+    guarded = [m for m in members if m.safeguard]
+    if guarded:
+        names = ", ".join(f"{m.name} ({m.ip})" for m in guarded)
+        raise GuardRefused(
+            f"etcd_safeguard is true for {names}: {what} aborted; override "
+            "with -e etcd_safeguard=false"
+        )

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from etcdsop.clientconf import ClientConfError, edit_patroni, edit_vip
+from etcdsop.clients import password as pgpassword
+from etcdsop.clients.confedit import ClientConfError, edit_patroni, edit_vip
 from etcdsop.errors import GuardRefused, InputError
 from etcdsop.inventory import load_inventory
 from etcdsop.model import Inventory
-from etcdsop.ops import pgpassword, rbac
+from etcdsop.ops import rbac
 
 CITUS = """\
 etcd: { hosts: { 10.0.0.1: {etcd_seq: 1} } }

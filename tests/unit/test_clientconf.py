@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from etcdsop.clientconf import (
+from etcdsop.clients.confedit import (
     MASK,
     ClientConfError,
     EtcdAccess,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdsop.ops.pglocate import Located, TlsFacts, choose, parse_locate, tls_verdict
+from etcdsop.clients.locate import Located, TlsFacts, choose, parse_locate, tls_verdict
 from etcdsop.pki import Pki
 
 V4_EXEC = (

@@ -10,13 +10,15 @@ from typing import Any, ClassVar
 
 import pytest
 
+from etcdsop.clients import password as pgpassword
+from etcdsop.clients import reload as clients_reload
+from etcdsop.clients.jobs import plan_jobs
+from etcdsop.clients.reload import reload_pg_hosts
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.events import SilentReporter
 from etcdsop.model import Inventory, PgCluster, SshTarget
-from etcdsop.ops import pghost, pgpassword
-from etcdsop.ops.pgreload import plan_jobs, reload_pg_hosts
+from etcdsop.ops.outcomes import HostOutcome, ReloadResult
 from etcdsop.ops.rbac import Action, PgAccount, accounts
-from etcdsop.ops.reload import HostOutcome, ReloadResult
 
 HOSTS = ("10.0.0.5", "10.0.0.6")
 
@@ -77,7 +79,7 @@ class Recorder:
 
 @pytest.fixture
 def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setattr(pghost, "PgHost", Recorder)
+    monkeypatch.setattr(clients_reload, "PgHost", Recorder)
     Recorder.log, Recorder.broken = [], set()
     (tmp_path / "ca.crt").write_bytes(b"CA")
     return SimpleNamespace(

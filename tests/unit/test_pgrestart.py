@@ -10,11 +10,8 @@ from typing import Any
 
 import pytest
 
-from etcdsop.events import SilentReporter
-from etcdsop.model import Inventory
-from etcdsop.ops.common import Context, RunOptions
-from etcdsop.ops.pgreload import parse_host_facts
-from etcdsop.ops.pgrestart import (
+from etcdsop.clients.hostfacts import parse_host_facts
+from etcdsop.clients.restart import (
     PatroniNode,
     PauseMarks,
     RestStatus,
@@ -29,7 +26,10 @@ from etcdsop.ops.pgrestart import (
     restart_order,
     restart_reason,
 )
-from etcdsop.ops.reload import HostOutcome, ReloadResult
+from etcdsop.events import SilentReporter
+from etcdsop.model import Inventory
+from etcdsop.ops.common import Context, RunOptions
+from etcdsop.ops.outcomes import HostOutcome, ReloadResult
 from etcdsop.remote import CommandResult
 
 OLD = {

@@ -8,19 +8,16 @@ from typing import Any
 import pytest
 from tests.unit.factories import member, trio
 
+from etcdsop.clients.jobs import TLS_DEFAULTS, host_port, plan_jobs
 from etcdsop.errors import InputError
 from etcdsop.etcd import MemberInfo, Permission
 from etcdsop.model import Inventory, PgCluster, SshTarget
 from etcdsop.ops.common import ClusterView
-from etcdsop.ops.pgreload import TLS_DEFAULTS, host_port, plan_jobs
+from etcdsop.ops.filebackup import backup_path
+from etcdsop.ops.memberfiles import parse_member_facts
 from etcdsop.ops.rbac import PgAccount, accounts, plan_account
-from etcdsop.ops.reload import (
-    backup_path,
-    cross_check,
-    parse_member_facts,
-    parse_targets,
-    voter_urls,
-)
+from etcdsop.ops.reload import parse_targets
+from etcdsop.ops.voters import cross_check, voter_urls
 from etcdsop.quorum import check_restart
 
 ACCOUNT = PgAccount("pg-test", "/pg", "pw", weak=False)

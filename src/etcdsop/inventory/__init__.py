@@ -25,7 +25,7 @@ from etcdsop.inventory.extra import parse_extra_vars
 from etcdsop.inventory.groups import _parse_document
 from etcdsop.inventory.infra import _infra_hosts
 from etcdsop.inventory.masking import MASK, is_secret, masked_vars
-from etcdsop.inventory.members import ETCD_GROUP, _members, select
+from etcdsop.inventory.members import ETCD_GROUP, _members, members_for_ips, select
 from etcdsop.inventory.pg import _pg_clusters
 from etcdsop.inventory.vardirs import read_var_dirs
 from etcdsop.inventory.yamlfile import _LOADER as _LOADER
@@ -38,6 +38,7 @@ __all__ = [
     "is_secret",
     "load_inventory",
     "masked_vars",
+    "members_for_ips",
     "parse_extra_vars",
     "select",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,25 @@ def select(inventory: Inventory, limit: str | Sequence[str] | None) -> tuple[Mem
     if whole:
         return inventory.members
     return tuple(m for m in inventory.members if m.ip in wanted)
+
+
+def members_for_ips(inventory: Inventory, ips: Sequence[str]) -> list[Member]:
+    """Strictly parsed IPs that the inventory's etcd group defines, in the given order."""
+    members: list[Member] = []
+    for arg in ips:
+        try:
+            address = ipaddress.ip_address(arg.strip())
+        except ValueError:
+            raise InputError(f"{arg!r} is not an IP address") from None
+        member = next((m for m in inventory.members if ipaddress.ip_address(m.ip) == address), None)
+        if member is None:
+            raise InputError(
+                f"{arg} is not a host of the etcd group in {inventory.path}: "
+                "add it there first (with its etcd_seq)"
+            )
+        if member not in members:
+            members.append(member)
+    return members
 
 
 def _members(

@@ -7,21 +7,18 @@ failure undone only as far as that can never cost quorum.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from etcdsop.errors import InputError, MemberError
 from etcdsop.etcd import MemberInfo
-from etcdsop.model import Inventory, Member
+from etcdsop.model import Member
 from etcdsop.ops.common import Context
 from etcdsop.ops.join import join_member, live_view, promote_in_sync, verify
 from etcdsop.ops.register import register
-from etcdsop.ops.stages import refresh_conf
+from etcdsop.ops.stages import RELOAD_HINT, refresh_conf
 from etcdsop.plan import find_live
-
-RELOAD_HINT = "etcdsop reload --target etcd,etcdctl,patroni,vip"
 
 
 @dataclass
@@ -33,25 +30,6 @@ class AddResult:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def members_for_ips(inventory: Inventory, ips: Sequence[str]) -> list[Member]:
-    """Strictly parsed IPs that the inventory's etcd group defines, in the given order."""
-    members: list[Member] = []
-    for arg in ips:
-        try:
-            address = ipaddress.ip_address(arg.strip())
-        except ValueError:
-            raise InputError(f"{arg!r} is not an IP address") from None
-        member = next((m for m in inventory.members if ipaddress.ip_address(m.ip) == address), None)
-        if member is None:
-            raise InputError(
-                f"{arg} is not a host of the etcd group in {inventory.path}: "
-                "add it there first (with its etcd_seq)"
-            )
-        if member not in members:
-            members.append(member)
-    return members
 
 
 def add(ctx: Context, members: Sequence[Member], *, promote_timeout: float) -> AddResult:

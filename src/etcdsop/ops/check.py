@@ -210,7 +210,7 @@ def _admin_certs(ctx: Context) -> list[CertFact]:
 def _pg_certs(ctx: Context, result: CheckResult) -> list[CertFact]:
     """The client certificate each Patroni presents to etcd: the one its etcd3 section
     names (Pigsty's /pg/cert/server.crt, or etcdsop's /etc/etcd-client/)."""
-    from etcdsop.ops.pglocate import KNOWN_CONFS, LOCATE, choose, parse_locate
+    from etcdsop.clients.locate import KNOWN_CONFS, LOCATE, choose, parse_locate
 
     hosts: list[tuple[PgCluster, str]] = [
         (c, h) for c in ctx.inventory.pg_clusters for h in c.hosts

@@ -1,7 +1,9 @@
 """`etcdsop create`: converge members to the inventory (what Pigsty's etcd.yml does).
 
 Stages: validate -> connect -> gather -> guard -> plan -> (dry-run stops) -> apply
--> launch -> RBAC. Planning is pure (plan.py); only apply/launch touch hosts.
+-> launch -> RBAC, composed from ops/stages.py, ops/launch.py, ops/join.py (members
+that join a live cluster) and ops/register.py. Planning is pure (plan.py); only
+apply/launch touch hosts.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from etcdsop.model import DEFAULT_ROOT_PASSWORD, Member
 from etcdsop.ops.common import ClusterView, Context
 from etcdsop.ops.destroying import clear_record
 from etcdsop.ops.join import join_member
+from etcdsop.ops.launch import launch
 from etcdsop.ops.register import register
-from etcdsop.ops.restart import leader_last, rolling_restart
+from etcdsop.ops.restart import check_planned_restarts
 from etcdsop.ops.stages import (
     apply_plans,
     check_guards,
@@ -29,8 +32,6 @@ from etcdsop.ops.stages import (
     report_plans,
 )
 from etcdsop.plan import HostPlan, find_live
-from etcdsop.quorum import check_restart
-from etcdsop.waits import poll_until
 
 
 @dataclass
@@ -91,7 +92,7 @@ def create(ctx: Context, *, promote_timeout: float = 300.0) -> CreateResult:
     plans = [plan_member(ctx, m, targets, facts[m.ip], view, certs) for m in targets]
     result.plans = plans
     report_plans(ctx, plans)
-    _check_restarts(ctx, plans, view)
+    check_planned_restarts(ctx, plans, view)
     if options.dry_run:
         live_auth = view.live and ctx.voter_client(view).auth_enabled()
         result.auth = "already enabled" if live_auth else "would enable"
@@ -103,7 +104,7 @@ def create(ctx: Context, *, promote_timeout: float = 300.0) -> CreateResult:
     report.phase("apply")
     apply_plans(ctx, [p for p in plans if p.member not in joiners])
     report.phase("launch")
-    _launch(ctx, plans, view, result)
+    launch(ctx, plans, view, result.started, result.restarted)
     for member in joiners:
         # add's path: one host at a time, learner first, undone only where that is safe.
         join_member(ctx, member, promote_timeout=promote_timeout, promote_announced=False)
@@ -140,89 +141,3 @@ def _joiners(targets: Sequence[Member], view: ClusterView) -> list[Member]:
             "(etcdsop promote, or remove it) before joining another"
         )
     return joiners
-
-
-def _check_restarts(ctx: Context, plans: Sequence[HostPlan], view: ClusterView) -> None:
-    """Before any change: each planned restart must leave the others a quorum (members
-    this run starts count as up: they are started and healthy before any restart)."""
-    restarts = [p for p in plans if p.service == "restart"]
-    if not restarts or not view.live:
-        return
-    client = ctx.voter_client(view)
-    starting = {p.member.peer_url for p in plans if p.service == "start"}
-    healthy = {
-        m.id
-        for m in view.members
-        if any(u in starting for u in m.peer_urls)
-        or (m.client_urls and client.health(m.client_urls[0]))
-    }
-    for plan in restarts:
-        entry = find_live(plan.member, view.members)
-        if entry is None:
-            continue
-        allowed, arithmetic = check_restart(view.members, healthy, entry.id)
-        if not allowed:
-            raise GuardRefused(
-                f"refusing to restart {plan.member.name} ({plan.member.ip}) for "
-                f"{', '.join(plan.reasons)}: the cluster would lose its quorum "
-                f"({arithmetic}); nothing was changed: bring the members that are down "
-                "back first"
-            )
-
-
-# -- launch --------------------------------------------------------------------------
-def _launch(
-    ctx: Context, plans: Sequence[HostPlan], view: ClusterView, result: CreateResult
-) -> None:
-    starts = [p.member for p in plans if p.service == "start"]
-    if starts:
-        # Type=notify: a lone start blocks until quorum, so start without blocking
-        # on every host at once, then wait for health through the API.
-        ctx.report.info(f"starting etcd on {len(starts)} host(s)")
-        if not view.live and len(starts) > 1:
-            lead = _start_lead(ctx, starts)
-            rest = [m for m in starts if m is not lead]
-        else:
-            rest = starts
-        _run_all(ctx, rest, START)
-        ctx.wait_healthy(starts)
-        for m in starts:
-            ctx.report.host(m.ip, "etcd started, healthy", "changed")
-        result.started += [m.ip for m in starts]
-    restarts = [p.member for p in plans if p.service == "restart"]
-    if restarts:
-        for member in leader_last(ctx, restarts):
-            rolling_restart(ctx, member, result.restarted)
-            result.restarted.append(member.ip)
-
-
-START = ["systemctl", "start", "--no-block", "etcd"]
-LEAD_WAIT = 3.0  # seconds; past it the others start anyway (only slower)
-
-
-def _start_lead(ctx: Context, starts: Sequence[Member]) -> Member:
-    """Start one member of a new cluster first and wait until it serves its peer port.
-
-    Before bootstrapping, a new member asks each peer, in peer-URL order, whether it
-    is already a member, one second each. A peer started at the same moment has its
-    port open but not yet served, so with everyone started together each member
-    waits (members - 1) seconds. Started first, the member whose URL sorts first is
-    asked first by every other one and answers at once.
-    """
-    lead = min(starts, key=lambda m: m.peer_url)
-    _run_all(ctx, [lead], START)
-    client = ctx.client(timeout=1.0)
-
-    def settled() -> str | None:  # "serving", or "unreachable": no use waiting then
-        state = client.peer_state(lead.peer_url)
-        return None if state == "starting" else state
-
-    poll_until(settled, timeout=LEAD_WAIT, interval=0.05)
-    return lead
-
-
-def _run_all(ctx: Context, members: Sequence[Member], argv: list[str]) -> None:
-    results = ctx.parallel(members, lambda m: ctx.host(m).run(argv, timeout=90))
-    failed = [v for v in results.values() if isinstance(v, ClusterError)]
-    if failed:
-        raise failed[0]

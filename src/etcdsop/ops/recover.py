@@ -38,13 +38,12 @@ from typing import Any
 from etcdsop.backups import Sidecar, sha256_file, sidecar_path, write_private_json
 from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.facts import HostFacts
+from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
-from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import Context
 from etcdsop.ops.join import join_member
-from etcdsop.ops.remove import check_safeguard
-from etcdsop.ops.stages import gather_facts, refresh_conf
+from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.snapshot import save_bolt_copy, verify_snapshot
 
@@ -162,7 +161,7 @@ def recover(
     """confirm(source) runs once the guards passed and the source is known."""
     inventory = ctx.inventory
     members = list(inventory.members)
-    check_safeguard(members)
+    check_safeguard(members, "recover")
     for member in members:
         hostops.safe_data_dir(member)
     result = RecoverResult(source="")

@@ -13,15 +13,14 @@ from typing import Any
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.etcd import EtcdClient, MemberInfo
 from etcdsop.facts import HostFacts, gather
-from etcdsop.guards import cleanup_refusal
+from etcdsop.guards import check_safeguard, cleanup_refusal
 from etcdsop.model import Member
 from etcdsop.ops import hostops
-from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
 from etcdsop.ops.destroying import clear_record, interrupted_destroy, write_record
 from etcdsop.ops.membership import remove_member
 from etcdsop.ops.register import deregister
-from etcdsop.ops.stages import refresh_conf
+from etcdsop.ops.stages import RELOAD_HINT, refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import check_removal
 from etcdsop.render import ETCD_CONF
@@ -40,16 +39,6 @@ class RemoveResult:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def check_safeguard(members: Sequence[Member]) -> None:
-    guarded = [m for m in members if m.safeguard]
-    if guarded:
-        names = ", ".join(f"{m.name} ({m.ip})" for m in guarded)
-        raise GuardRefused(
-            f"etcd_safeguard is true for {names}: removal aborted; override "
-            "with -e etcd_safeguard=false"
-        )
 
 
 def remove(

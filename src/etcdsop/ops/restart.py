@@ -1,6 +1,7 @@
 """Rolling restarts: one member at a time, leader last, never below quorum.
 
-The one guard `create` (a changed member) and `reload --restart` share.
+The one guard `create` (a changed member) and `reload --restart` share, and the
+check of every planned restart before any change.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from collections.abc import Sequence
 
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.model import Member
-from etcdsop.ops.common import Context
-from etcdsop.plan import find_live
+from etcdsop.ops.common import ClusterView, Context
+from etcdsop.plan import HostPlan, find_live
 from etcdsop.quorum import check_restart
 
 
@@ -58,3 +59,31 @@ def rolling_restart(ctx: Context, member: Member, done: Sequence[str] = ()) -> N
         raise ctx.unhealthy_error([member], ctx.options.wait_timeout) from exc
     ctx.wait_healthy([member])
     ctx.report.host(member.ip, "etcd restarted, healthy", "changed")
+
+
+def check_planned_restarts(ctx: Context, plans: Sequence[HostPlan], view: ClusterView) -> None:
+    """Before any change: each planned restart must leave the others a quorum (members
+    this run starts count as up: they are started and healthy before any restart)."""
+    restarts = [p for p in plans if p.service == "restart"]
+    if not restarts or not view.live:
+        return
+    client = ctx.voter_client(view)
+    starting = {p.member.peer_url for p in plans if p.service == "start"}
+    healthy = {
+        m.id
+        for m in view.members
+        if any(u in starting for u in m.peer_urls)
+        or (m.client_urls and client.health(m.client_urls[0]))
+    }
+    for plan in restarts:
+        entry = find_live(plan.member, view.members)
+        if entry is None:
+            continue
+        allowed, arithmetic = check_restart(view.members, healthy, entry.id)
+        if not allowed:
+            raise GuardRefused(
+                f"refusing to restart {plan.member.name} ({plan.member.ip}) for "
+                f"{', '.join(plan.reasons)}: the cluster would lose its quorum "
+                f"({arithmetic}); nothing was changed: bring the members that are down "
+                "back first"
+            )

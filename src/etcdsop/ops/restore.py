@@ -35,13 +35,13 @@ from typing import Any
 from etcdsop.backups import read_sidecar, sha256_file, write_private_json
 from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.etcd import EtcdApiError, EtcdClient
+from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
-from etcdsop.ops.add import RELOAD_HINT
 from etcdsop.ops.common import ClusterView, Context
-from etcdsop.ops.create import START
-from etcdsop.ops.remove import check_safeguard
+from etcdsop.ops.launch import START
 from etcdsop.ops.stages import (
+    RELOAD_HINT,
     apply_plans,
     check_guards,
     check_pki,
@@ -134,7 +134,7 @@ def restore(
     members = list(inventory.members)
     data, sha = check_file(snapshot)
     result = RestoreResult(str(snapshot), sha)
-    check_safeguard(members)
+    check_safeguard(members, "restore")
     for member in members:
         hostops.safe_data_dir(member)
     ctx.connect(members)

@@ -279,6 +279,10 @@ def _is_debian(ctx: Context, member: Member) -> bool:
 
 
 # -- after membership changes ---------------------------------------------------------
+# What is left to the operator: the clients still name the old membership.
+RELOAD_HINT = "etcdsop reload --target etcd,etcdctl,patroni,vip"
+
+
 def refresh_conf(ctx: Context, leaving: Collection[str] = ()) -> list[str]:
     """Rewrite etcd.conf on the live members (file only, no restart) after a change.
 

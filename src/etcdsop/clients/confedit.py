@@ -115,7 +115,7 @@ def edit_patroni(
     Refuses (ClientConfError) a file whose scope/namespace would put Patroni's keys
     outside the prefix its etcd user may write: Patroni would lose its leader lock.
     """
-    text, doc = _parse(content)
+    text, doc = parse_config(content)
     check_patroni(doc, scope=scope, namespace=namespace, citus_group=citus_group)
     section = dict(doc.get("etcd3") or {})
     used = [k for k in _ENDPOINT_KEYS if k in section]
@@ -289,7 +289,7 @@ def edit_vip(content: bytes, settings: Mapping[str, Any], *, readable: str = "")
     readable: the key prefix its etcd user may read; a trigger-key outside it is refused
     (vip-manager could not read its key and would drop the VIP, its unit still active).
     """
-    text, doc = _parse(content)
+    text, doc = parse_config(content)
     dcs_type = doc.get("dcs-type", "etcd")
     if dcs_type not in ("etcd", "etcd3"):
         raise ClientConfError(f"dcs-type is {dcs_type!r}, not etcd (or etcd3)")
@@ -445,7 +445,7 @@ def yaml_quote(value: str) -> str:
 
 
 # -- parsing and verification ---------------------------------------------------------
-def _parse(content: bytes) -> tuple[str, dict[str, Any]]:
+def parse_config(content: bytes) -> tuple[str, dict[str, Any]]:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:

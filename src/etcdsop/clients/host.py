@@ -1,8 +1,8 @@
 """reload on one PostgreSQL host: locate, gather, edit in memory, write, reload.
 
-The steps are separate so reload_pg_hosts can hold back a cluster's reloads until its
-new etcd password is set (ops/pgpassword.py), and keep the old password where some
-host of the cluster cannot take the new one.
+The steps are separate so reload_pg_hosts (clients/reload.py) can hold back a
+cluster's reloads until its new etcd password is set (clients/password.py), and keep
+the old password where some host of the cluster cannot take the new one.
 """
 
 from __future__ import annotations
@@ -12,11 +12,23 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from etcdsop.clientconf import ClientConfError, EtcdAccess, edit_patroni, edit_vip
-from etcdsop.errors import ClusterError
-from etcdsop.model import PgCluster
-from etcdsop.ops.common import Context
-from etcdsop.ops.pglocate import (
+from etcdsop.clients.confedit import (
+    ClientConfError,
+    EtcdAccess,
+    edit_patroni,
+    edit_vip,
+    parse_config,
+)
+from etcdsop.clients.hostfacts import (
+    FACTS,
+    PgHostFacts,
+    changed_tls,
+    conf_diff,
+    parse_host_facts,
+    tls_files,
+)
+from etcdsop.clients.jobs import CLIENT_DIR, TLS_DEFAULTS, PgHostJob
+from etcdsop.clients.locate import (
     CHECK_TLS,
     KNOWN_CONFS,
     LOCATE,
@@ -26,19 +38,12 @@ from etcdsop.ops.pglocate import (
     parse_tls,
     tls_verdict,
 )
-from etcdsop.ops.pgreload import (
-    _FACTS,
-    CLIENT_DIR,
-    TLS_DEFAULTS,
-    PgHostJob,
-    _HostFacts,
-    changed_tls,
-    conf_diff,
-    parse_host_facts,
-    tls_files,
-)
-from etcdsop.ops.pgrestart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
-from etcdsop.ops.reload import HostOutcome, backup_path, write_with_backup
+from etcdsop.clients.restart import PatroniNode, etcd3_of, loaded_version, rest_url, restart_reason
+from etcdsop.errors import ClusterError
+from etcdsop.model import PgCluster
+from etcdsop.ops.common import Context
+from etcdsop.ops.filebackup import restore_backup, write_with_backup
+from etcdsop.ops.outcomes import HostOutcome
 from etcdsop.remote import RemoteHost
 from etcdsop.render import NodeFile
 
@@ -70,7 +75,7 @@ class PgHost:
         self.ctx, self.host, self.job, self.access = ctx, host, job, access
         self.ca_pem, self.pems, self.secrets, self.stamp = ca_pem, pems, secrets, stamp
         self.located: Located | None = None
-        self.facts = _HostFacts()
+        self.facts = PgHostFacts()
         self.failures: dict[str, str] = {}  # target -> why it is left untouched
         self.notes: list[str] = []
         self.edits: list[_Edit] = []
@@ -117,7 +122,7 @@ class PgHost:
         items += [f"sha:{p}" for p in dict.fromkeys([*job.tls_paths, *TLS_DEFAULTS])]
         if self.located is not None:
             items.append(f"mtimes:{self.located.target}")
-        out = self.host.run(["sh", "-c", _FACTS, "sh", job.group, *items], timeout=30)
+        out = self.host.run(["sh", "-c", FACTS, "sh", job.group, *items], timeout=30)
         self.facts = parse_host_facts(out.stdout)
         self._choose_tls()
         self._edit_all()
@@ -158,10 +163,8 @@ class PgHost:
             if all(isinstance(v, str) and v.startswith("/") for v in found):
                 return (str(found[0]), str(found[1]), str(found[2]))
         if self.job.vip_conf is not None:
-            from etcdsop.clientconf import _parse
-
             try:
-                _, doc = _parse(self.facts.files.get(self.job.vip_conf) or b"")
+                _, doc = parse_config(self.facts.files.get(self.job.vip_conf) or b"")
             except ClientConfError:
                 return None
             keys = ("etcd-ca-file", "etcd-cert-file", "etcd-key-file")
@@ -342,17 +345,13 @@ class PgHost:
     def revert(self) -> None:
         """Put back what write() replaced, from its backup (the password stays as it was):
         the content only; owner and mode stay as written (the backup's are 0600)."""
-        restore = (
-            't=$(mktemp "$2.etcdsop.XXXXXX") && cat -- "$1" > "$t" && '
-            'chown --reference="$2" "$t" && chmod --reference="$2" "$t" && mv -f "$t" "$2"'
-        )
         for e in self.written:
-            self.host.run(["sh", "-c", restore, "sh", backup_path(e.path, self.stamp), e.path])
+            restore_backup(self.host, e.path, self.stamp)
         self.written = []
 
     # -- the running Patroni ------------------------------------------------------------------
     def _patroni_node(self, edits: list[_Edit], outcome: HostOutcome) -> PatroniNode | None:
-        """The running Patroni and whether a SIGHUP is enough for it (see pgrestart)."""
+        """The running Patroni and whether a SIGHUP is enough for it (see clients/restart.py)."""
         located, facts = self.located, self.facts
         if located is None or facts.active.get("patroni") != "active":
             return None

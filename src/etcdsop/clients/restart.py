@@ -44,7 +44,7 @@ import yaml
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EtcdClient
 from etcdsop.ops.common import Context
-from etcdsop.ops.reload import HostOutcome, ReloadResult
+from etcdsop.ops.outcomes import HostOutcome, ReloadResult
 from etcdsop.remote import RemoteHost, run_parallel
 
 # SIGHUP applies these two (reload_config); any other etcd3 key needs a restart.
@@ -53,7 +53,7 @@ LEADER_ROLES = frozenset({"master", "primary", "standby_leader"})
 # Only the Patroni process may be signalled: control-group/mixed would kill PostgreSQL
 # too, and none would leave the old Patroni running beside the new one.
 SAFE_KILL_MODES = frozenset({"process"})
-_STAMP_RE = re.compile(r"\.(\d{8}T\d{6}Z)\.bak$")  # reload.backup_path's stamp
+_STAMP_RE = re.compile(r"\.(\d{8}T\d{6}Z)\.bak$")  # filebackup.backup_path's stamp
 
 
 # -- pure decisions -----------------------------------------------------------------------
