@@ -30,9 +30,9 @@ SANDBOX_DIR = Path(
     + (f"-w{WORKER}" if WORKER else "")
 )
 SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2")) + WORKER
-# One base for every e2e test: real Patroni and vip-manager clients too (never auto-started),
-# and sudo for the non-root login tests.
-PG_PACKAGES = (*POSTGRES_PACKAGES, "sudo")
+# One base for every e2e test, the one of `sandbox up --with-postgres`: real Patroni and
+# vip-manager clients too (never auto-started), and sudo for the non-root login tests.
+PG_PACKAGES = POSTGRES_PACKAGES
 HOST_COUNT = 6
 PASSWORD = "Test.Root.Pw-7f3a"
 
