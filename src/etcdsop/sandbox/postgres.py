@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from etcdsop.ops.common import Context
 
 Progress = Callable[[str], None]
+_KEY_LOCK = threading.Lock()
 
 CLUSTER = PG_CLUSTER
 # Pigsty v4.5: the unit runs `patroni /etc/patroni/patroni.yml`, a link to the file it
@@ -380,17 +383,22 @@ def server_cert(pki: Path, cluster: str, seq: int, ip: str) -> tuple[bytes, byte
     except FileNotFoundError as exc:
         raise InputError(f"no CA in {pki / 'ca'}: run `etcdsop create` first") from exc
     key_path = pki / "pgsql" / f"{cluster}.key"
-    if not key_path.exists():
-        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        new = ec.generate_private_key(ec.SECP256R1())
-        pem = new.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(pem)
-    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    with _KEY_LOCK:  # hosts are laid out in parallel: one key per cluster, made once
+        if not key_path.exists():
+            key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            new = ec.generate_private_key(ec.SECP256R1())
+            pem = new.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            tmp = key_path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.touch(mode=0o600)
+            tmp.write_bytes(pem)
+            tmp.replace(key_path)
+        key_pem = key_path.read_bytes()
+    key = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     name = x509.Name(
@@ -421,7 +429,7 @@ def server_cert(pki: Path, cluster: str, seq: int, ip: str) -> tuple[bytes, byte
     )
     pem = cert.public_bytes(serialization.Encoding.PEM)
     (pki / "pgsql" / f"{cluster}-{seq}.crt").write_bytes(pem)
-    return pem, key_path.read_bytes()
+    return pem, key_pem
 
 
 def remove_admin_files(pki: Path, cluster: str = CLUSTER) -> None:
@@ -472,7 +480,10 @@ def lay_out(
 
 def members(shell: Shell, ip: str) -> list[dict[str, Any]]:
     """patronictl list, as Patroni's own view of the cluster through etcd."""
-    out = shell.ssh(ip, f"patronictl -c {PATRONI_CONF} list -f json", check=False, timeout=60)
+    try:
+        out = shell.ssh(ip, f"{PATRONICTL_LIST} -f json", check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        return []  # a busy host: the caller's deadline decides
     try:
         data = json.loads(out.stdout or "[]")
     except ValueError:
@@ -673,6 +684,18 @@ def bring_up(ctx: Context, shell: Shell, sandbox_ips: Sequence[str]) -> list[PgS
         def say(line: str, name: str = spec.cluster) -> None:
             report.host(name, line.removeprefix(f"{name}: "), "changed")
 
-        if not deploy(shell, ctx.pki_dir, spec, hosts, say, client.delete_prefix):
+        try:
+            changed = deploy(shell, ctx.pki_dir, spec, hosts, say, client.delete_prefix)
+        except subprocess.CalledProcessError as exc:
+            raise ClusterError(
+                f"pg cluster {spec.cluster}: a command failed (exit {exc.returncode})",
+                details=f"{exc.cmd[-1]}\n{exc.stderr or ''}",
+            ) from None
+        except subprocess.TimeoutExpired as exc:
+            raise ClusterError(
+                f"pg cluster {spec.cluster}: a command took over {exc.timeout:.0f}s",
+                details=str(exc.cmd[-1]),
+            ) from None
+        if not changed:
             report.host(spec.cluster, "every Patroni runs already: left as it is", "ok")
     return specs
