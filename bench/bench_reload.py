@@ -41,7 +41,7 @@ def main() -> None:
     hosts = sandbox.up(
         6, state_dir=args.state_dir, subnet_index=args.subnet, extra_packages=PG_PACKAGES
     )
-    bed = Bed([h.ip for h in hosts], sandbox.paths(args.state_dir))
+    bed = Bed(sandbox.paths(args.state_dir), [h.ip for h in hosts])
     ips = bed.ips
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -432,11 +432,66 @@ def sandbox_up(
             count,
             progress=lambda line: err.print(f"  {line}"),
             extra_packages=POSTGRES_PACKAGES if with_postgres else (),
+            subnet_index=sandbox.subnet_from_env(),
         )
         paths = sandbox.paths()
         for h in hosts:
             out.print(f"{h.name:<14} {h.ip:<14} {'running' if h.running else 'stopped'}")
         out.print(f"inventory: {paths.inventory}")
+        if with_postgres:
+            out.print("next: etcdsop create, then etcdsop sandbox postgres (pg-test)")
+
+
+@sandbox_app.command("postgres")
+def sandbox_postgres(wait: WaitOpt = 0.0, verbose: VerboseOpt = False) -> None:
+    """Run pg-test (Patroni, PostgreSQL 15, vip-manager) on the sandbox's etcd, as Pigsty's
+    pgsql.yml after etcd.yml: run `etcdsop create` first."""
+    with errors_to_exit_codes():
+        from etcdsop import sandbox
+        from etcdsop.console import out
+        from etcdsop.sandbox import postgres
+
+        sandbox.check_supported()
+        paths = sandbox.paths()
+        ips = [h.ip for h in sandbox.status() if h.running]
+        if not ips or not paths.inventory.exists():
+            raise sandbox_missing(paths.state_dir)
+
+        def go(ctx: Context, reporter: RichReporter) -> None:
+            shell = sandbox.Shell(paths)
+            for spec in postgres.bring_up(ctx, shell, ips):
+                listed = shell.ssh(spec.hosts[0], postgres.PATRONICTL_LIST, check=False)
+                out.print(listed.stdout.rstrip() or listed.stderr.rstrip())
+            reporter.summary("PostgreSQL running; the SOP can be rehearsed (README)")
+
+        with_context(paths.inventory, None, verbose, False, go, lock=True, wait=wait)
+
+
+@sandbox_app.command(
+    "ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def sandbox_ssh(
+    host: Annotated[str, typer.Argument(help="Host name, IP, hN or N.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command (default: a shell).")] = None,
+) -> None:
+    """A root shell or command on a sandbox host (the sandbox's own key and known_hosts)."""
+    with errors_to_exit_codes():
+        import subprocess
+
+        from etcdsop import sandbox
+
+        # As ssh does: the words joined by spaces are one command line for the remote shell.
+        argv = sandbox.ssh_command(host)
+        argv = [*argv, " ".join(command)] if command else [argv[0], "-t", *argv[1:]]
+        raise typer.Exit(subprocess.run(argv, check=False).returncode)
+
+
+def sandbox_missing(state_dir: object) -> Exception:
+    from etcdsop.errors import InputError
+
+    return InputError(
+        f"no running sandbox in {state_dir}: run `etcdsop sandbox up N --with-postgres`"
+    )
 
 
 @sandbox_app.command("down")

@@ -712,6 +712,13 @@ class EtcdClient:
         kvs = data.get("kvs", [])
         return _unb64(kvs[0].get("value", "")) if kvs else None
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under prefix (idempotent); how many were deleted."""
+        data = self.call(
+            "/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+        )
+        return int(data.get("deleted", 0))
+
     def get_prefix(self, prefix: str) -> dict[str, bytes]:
         data = self.call(
             "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}

@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,9 @@ SANDBOX_DIR = Path(
     + (f"-w{WORKER}" if WORKER else "")
 )
 SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2")) + WORKER
-# One base for every e2e test: real Patroni and vip-manager clients too (never auto-started),
-# and sudo for the non-root login tests.
-PG_PACKAGES = (*POSTGRES_PACKAGES, "sudo")
+# One base for every e2e test, the one of `sandbox up --with-postgres`: real Patroni and
+# vip-manager clients too (never auto-started), and sudo for the non-root login tests.
+PG_PACKAGES = POSTGRES_PACKAGES
 HOST_COUNT = 6
 PASSWORD = "Test.Root.Pw-7f3a"
 
@@ -44,30 +43,10 @@ WIPE = (
 
 
 @dataclass
-class Bed:
-    """The sandbox as the tests see it."""
+class Bed(sandbox.Shell):
+    """The sandbox as the tests see it: its hosts, and ssh/each/put to them."""
 
-    ips: list[str]
-    paths: sandbox.SandboxPaths
-
-    def ssh(
-        self,
-        ip: str,
-        command: str,
-        *,
-        check: bool = True,
-        stdin: str | None = None,
-        timeout: float = 120,
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [*sandbox.ssh_command(ip, state_dir=self.paths.state_dir), command]
-        return subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, check=check, timeout=timeout
-        )
-
-    def each(self, ips: Sequence[str], command: str) -> dict[str, str]:
-        with ThreadPoolExecutor(max_workers=len(ips) or 1) as pool:
-            outs = pool.map(lambda ip: self.ssh(ip, command).stdout, ips)
-        return dict(zip(ips, outs, strict=True))
+    ips: list[str] = field(default_factory=list)
 
     def wipe(self, ips: Sequence[str] | None = None) -> None:
         self.each(list(ips or self.ips), WIPE)
@@ -149,7 +128,7 @@ def bed() -> Iterator[Bed]:
     hosts = sandbox.up(
         HOST_COUNT, state_dir=SANDBOX_DIR, subnet_index=SUBNET_INDEX, extra_packages=PG_PACKAGES
     )
-    yield Bed([h.ip for h in hosts], sandbox.paths(SANDBOX_DIR))
+    yield Bed(sandbox.paths(SANDBOX_DIR), [h.ip for h in hosts])
     if not os.environ.get("ETCDSOP_KEEP_SANDBOX"):
         sandbox.down(state_dir=SANDBOX_DIR)
 

@@ -94,6 +94,28 @@ def test_inventory_is_pigsty_shaped(tmp_path: Path) -> None:
     assert (
         f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in data["vars"]["ansible_ssh_common_args"]
     )
+    # The SOP's way to add the spare: uncomment its etcd line (README's walkthrough sed).
+    added = yaml.safe_load(text.replace("#198.18.1.14:", " 198.18.1.14:"))["all"]
+    assert added["children"]["etcd"]["hosts"]["198.18.1.14"] == {"etcd_seq": 4}
+    assert "pg-test" not in data["children"]
+
+
+def test_inventory_with_postgres_has_pigstys_pg_test(tmp_path: Path) -> None:
+    text = render_inventory(sandbox.paths(tmp_path), LAYOUT, [1, 2, 3, 4], postgres=True)
+    group = yaml.safe_load(text)["all"]["children"]["pg-test"]
+    assert group["hosts"] == {
+        "198.18.1.13": {"pg_seq": 1, "pg_role": "primary"},
+        "198.18.1.14": {"pg_seq": 2, "pg_role": "replica"},
+    }
+    assert group["vars"] == {
+        "pg_cluster": "pg-test",
+        "pg_etcd_password": "Pg.Test.Etcd",
+        "pg_vip_enabled": True,
+        "pg_vip_address": "198.18.1.3/24",
+        "pg_vip_interface": "eth0",
+    }
+    with pytest.raises(InputError, match="2 hosts"):
+        sandbox.up(1, state_dir=tmp_path, extra_packages=rootfs.POSTGRES_PACKAGES)
 
 
 def test_bad_usage_is_input_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

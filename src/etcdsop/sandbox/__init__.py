@@ -24,9 +24,12 @@ from etcdsop.errors import ClusterError, EtcdsopError, InputError
 
 from . import hosts as _hosts
 from . import net as _net
+from . import postgres as _postgres
 from ._proc import Progress, mounts_under, unmount_all_under, wait_until
-from .rootfs import cache_key, ensure_base, package_list
+from .rootfs import POSTGRES_PACKAGES, cache_key, ensure_base, package_list
+from .shell import Shell
 from .state import (
+    PG_HOSTS,
     SandboxPaths,
     State,
     ensure_ssh_key,
@@ -41,6 +44,7 @@ from .state import paths as _paths
 __all__ = [
     "SandboxHost",
     "SandboxPaths",
+    "Shell",
     "check_supported",
     "down",
     "host_power_off",
@@ -48,6 +52,7 @@ __all__ = [
     "paths",
     "ssh_command",
     "status",
+    "subnet_from_env",
     "up",
 ]
 
@@ -67,6 +72,15 @@ class SandboxHost:
 def paths(state_dir: Path | None = None) -> SandboxPaths:
     """Where the sandbox keeps its files (env ETCDSOP_SANDBOX_DIR overrides the default)."""
     return _paths(state_dir)
+
+
+def subnet_from_env() -> int:
+    """ETCDSOP_SANDBOX_SUBNET: N for 198.18.N.0/24 (default 0), so that a second sandbox
+    (another ETCDSOP_SANDBOX_DIR) can run beside the first."""
+    value = os.environ.get("ETCDSOP_SANDBOX_SUBNET", "0").strip() or "0"
+    if not value.isdigit() or not 0 <= int(value) <= 255:
+        raise InputError(f"ETCDSOP_SANDBOX_SUBNET must be 0..255, not {value!r}")
+    return int(value)
 
 
 def check_supported() -> None:
@@ -164,6 +178,9 @@ def up(
         raise InputError(f"sandbox: host count must be 1..{_net.MAX_HOSTS}, not {count}")
     layout = _net.Layout(subnet_index)
     p = paths(state_dir)
+    postgres = set(POSTGRES_PACKAGES) <= set(extra_packages)
+    if postgres and count < PG_HOSTS:
+        raise InputError(f"sandbox: PostgreSQL (pg-test) needs {PG_HOSTS} hosts or more")
     say = _serialized(progress)
     _net.check_bridge_free(layout, owner=str(p.state_dir))
     with _locked(p):
@@ -214,7 +231,7 @@ def up(
             _hosts.boot(p, state, refs[seq], ready_timeout=ready_timeout, progress=say)
 
         failures = _parallel(start, to_boot, refs)
-        p.inventory.write_text(render_inventory(p, layout, seqs))
+        p.inventory.write_text(render_inventory(p, layout, seqs, postgres))
         if failures:
             _raise_failures("boot", failures, len(to_boot))
     return status(state_dir=p.state_dir)
@@ -388,6 +405,7 @@ def down(
             old_known = p.known_hosts.with_name(p.known_hosts.name + ".old")
             for f in (p.inventory, p.ssh_key, pub, p.known_hosts, old_known, p.state_file):
                 f.unlink(missing_ok=True)
+            attempt(partial(_postgres.remove_admin_files, p.state_dir / "files" / "pki"))
             p.state_file.with_suffix(".tmp").unlink(missing_ok=True)
         (p.state_dir / ".lock").unlink(missing_ok=True)
     with contextlib.suppress(OSError):

@@ -50,9 +50,11 @@ MASKED_UNITS = (
     "console-getty.service",
     "container-getty@.service",
 )
-# Optional real etcd clients (reload tests): installed in the base, never auto-started;
-# tests provision Patroni and vip-manager on the hosts they choose.
-POSTGRES_PACKAGES: tuple[str, ...] = ("postgresql-15", "patroni", "vip-manager")
+# Optional real etcd clients (`sandbox up --with-postgres`, the e2e tests): installed in
+# the base, never auto-started; `sandbox postgres` (or a test) starts Patroni and
+# vip-manager where it lays them out. sudo as on Pigsty's nodes; also the e2e tests'
+# non-root logins, so that they and `--with-postgres` share one base image.
+POSTGRES_PACKAGES: tuple[str, ...] = ("postgresql-15", "patroni", "vip-manager", "sudo")
 CLIENT_UNITS = ("postgresql.service", "patroni.service", "vip-manager.service")
 SSHD_DROPIN = "# etcdsop sandbox\nPermitRootLogin prohibit-password\nUseDNS no\n"
 JOURNALD_DROPIN = "# etcdsop sandbox\n[Journal]\nStorage=volatile\n"

@@ -16,6 +16,9 @@ from .net import Layout
 DEFAULT_STATE_DIR = Path("/var/lib/etcdsop/sandbox")
 STATE_VERSION = 1
 ETCD_MEMBERS = 3
+PG_CLUSTER = "pg-test"  # Pigsty's sandbox: pg-test, PostgreSQL HA on its own hosts
+PG_HOSTS = 2
+PG_ETCD_PASSWORD = "Pg.Test.Etcd"
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,13 @@ def ensure_ssh_key(p: SandboxPaths) -> str:
     return pub.read_text().strip()
 
 
-def render_inventory(p: SandboxPaths, layout: Layout, seqs: list[int]) -> str:
-    """A Pigsty-shaped inventory: the first three hosts form etcd, the others are spare."""
+def render_inventory(
+    p: SandboxPaths, layout: Layout, seqs: list[int], postgres: bool = False
+) -> str:
+    """A Pigsty-shaped inventory: the first three hosts form etcd, the others are spare
+    (each also a commented-out etcd line with the next etcd_seq, the SOP's way to add
+    or remove a member); with postgres, pg-test on the last two hosts as in Pigsty's
+    sandbox (pg_seq 1 the primary, its VIP .3 of the subnet like 10.10.10.3)."""
     seqs = sorted(seqs)
     members, spares = seqs[:ETCD_MEMBERS], seqs[ETCD_MEMBERS:]
     lines = [
@@ -153,14 +161,36 @@ def render_inventory(p: SandboxPaths, layout: Layout, seqs: list[int]) -> str:
         lines.append(
             f"        {layout.host_ip(seq)}: {{ etcd_seq: {number} }}  # {layout.host_name(seq)}"
         )
+    for number, seq in enumerate(spares, start=len(members) + 1):
+        lines.append(
+            f"       #{layout.host_ip(seq)}: {{ etcd_seq: {number} }}  # {layout.host_name(seq)}"
+            " (spare: uncomment to add it)"
+        )
     lines.append("      vars: { etcd_cluster: etcd }")
     if spares:
         lines += [
-            "    spare:  # running hosts outside the cluster: move one under etcd.hosts",
-            "      hosts:  # with the next etcd_seq to add it as a member",
+            "    spare:  # running hosts outside the cluster: uncomment one's line",
+            "      hosts:  # under etcd.hosts to add it as a member",
         ]
         for seq in spares:
             lines.append(f"        {layout.host_ip(seq)}: {{}}  # {layout.host_name(seq)}")
+    if postgres and len(seqs) >= PG_HOSTS:
+        lines += [f"    {PG_CLUSTER}:  # `etcdsop sandbox postgres` runs it (Pigsty's pgsql.yml)"]
+        lines += ["      hosts:"]
+        for number, seq in enumerate(seqs[-PG_HOSTS:], start=1):
+            role = "primary" if number == 1 else "replica"
+            lines.append(
+                f"        {layout.host_ip(seq)}: {{ pg_seq: {number}, pg_role: {role} }}"
+                f"  # {layout.host_name(seq)}"
+            )
+        lines += [
+            "      vars:",
+            f"        pg_cluster: {PG_CLUSTER}",
+            f"        pg_etcd_password: {PG_ETCD_PASSWORD}",
+            "        pg_vip_enabled: true",
+            f"        pg_vip_address: {pg_vip_address(layout)}",
+            "        pg_vip_interface: eth0",
+        ]
     common = f"-o UserKnownHostsFile={p.known_hosts} -o StrictHostKeyChecking=accept-new"
     lines += [
         "  vars:",
@@ -170,6 +200,10 @@ def render_inventory(p: SandboxPaths, layout: Layout, seqs: list[int]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def pg_vip_address(layout: Layout) -> str:
+    return f"198.18.{layout.index}.3/24"
 
 
 def ssh_argv(p: SandboxPaths, ip: str, *, connect_timeout: int = 3) -> list[str]:
