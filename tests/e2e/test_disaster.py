@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from tests.e2e.conftest import SANDBOX_DIR, SUBNET_INDEX, Bed, run_cli
+from tests.e2e.conftest import PASSWORD, SANDBOX_DIR, SUBNET_INDEX, Bed, run_cli
 from tests.e2e.test_create import client
 
 from etcdsop import sandbox
@@ -137,6 +137,36 @@ def test_backup_destroy_restore(cluster: Cluster) -> None:
         assert any("restarts from the snapshot's" in n for n in result["notes"])
     modes = cluster.bed.each(cluster.ips, "stat -c %a /etc/etcd/server.key /data/etcd")
     assert all(out.split() == ["600", "700"] for out in modes.values())
+
+
+def test_restore_failing_on_the_root_password_leaves_no_resume_behind(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A snapshot whose root password nobody has: the restore is done, the password step
+    fails (exit 2). A later restore of the same file must restore again (here: refused,
+    the cluster answers), not take the hosts for restored and report success."""
+    other = "Other.Root-Pw-91"
+    cluster.client().user_change_password("root", other)
+    pw = tmp_path / "pw.yml"
+    pw.write_text(f"etcd_root_password: {other}\n")
+    backup = json.loads(cluster.cli("backup", "--json", "-e", f"@{pw}").stdout)["path"]
+    client(cluster.inventory, cluster.ips, password=other).user_change_password("root", PASSWORD)
+    cluster.cli("rm", "-y")
+    proc = cluster.cli("restore", backup, "-y", check=False)
+    assert proc.returncode == 2 and "root password" in proc.stderr, proc.stderr
+    assert not (cluster.inventory.parent / "files" / "backup" / "etcd.restoring.json").exists()
+    assert not any(
+        cluster.bed.each(
+            cluster.ips, "ls /var/lib/etcd/.etcdsop-restore 2>/dev/null; true"
+        ).values()
+    )
+    opened = client(cluster.inventory, cluster.ips, password=other)
+    opened.put("/app/after", "x")
+    again = cluster.cli("restore", backup, "-y", check=False)
+    assert again.returncode == 3 and "answers on" in again.stderr, again.stderr
+    assert opened.get("/app/after") == b"x"  # nothing was restored over it
+    opened.user_change_password("root", PASSWORD)  # back to the module's (etcd.pass has it)
+    cluster.assert_keys()
 
 
 def test_recover_refused_while_a_quorum_answers(cluster: Cluster) -> None:

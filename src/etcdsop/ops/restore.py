@@ -17,7 +17,8 @@ step as its swap. A re-run with the same file reuses the stamp: hosts holding th
 marker are not restored again, the others are (nothing was started before all were
 marked), then all are started. Once every host is marked, a cluster that answers is
 the restored one, not a reason to refuse: the re-run only starts, waits and checks.
-A finished run removes the markers and the record.
+The markers and the record are removed once every member is healthy, before the root
+password is checked (a restore that fails there is done; a re-run would refuse).
 """
 
 from __future__ import annotations
@@ -175,12 +176,15 @@ def restore(
     ctx.wait_healthy(members)
     for member in members:
         ctx.report.host(member.ip, "healthy", "ok")
+    # The restore is done: its markers go now, before anything that may fail after it
+    # (the root password). Left behind, they would make a later restore of the same
+    # file believe its hosts restored already, and report success restoring nothing.
+    _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
+    record_path(inventory).unlink(missing_ok=True)
     ctx.report.phase("rbac")
     result.root_password = _root_password(ctx, old_passwords)
     ctx.report.info(f"root password: {result.root_password}")
     result.revision = _revision(ctx)
-    _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
-    record_path(inventory).unlink(missing_ok=True)
     if not result.revision_bumped:
         result.notes.append(REVISION_NOTE_34.format(revision=result.revision))
     result.next_steps = [RELOAD_HINT]
