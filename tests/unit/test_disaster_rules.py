@@ -15,6 +15,7 @@ from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
 from etcdsop.ops.drhost import BUMP_REVISION, bump_revisions, restore_argv
 from etcdsop.ops.recover import Candidate, check_unreachable, choose_source, losses
+from etcdsop.ops.restore import describe_snapshot
 from etcdsop.render import PeerRef
 
 NAMES = [
@@ -138,6 +139,17 @@ def test_losses_name_members_ahead_of_the_source() -> None:
         "10.0.0.3 cannot be reached: it may hold writes the source lacks",
     ]
     assert losses("10.0.0.2", indexes, []) == []
+
+
+def test_restore_names_the_snapshot_and_warns_of_another_cluster() -> None:
+    ours = describe_snapshot(_sidecar(), "etcd")
+    assert ours == [
+        "the snapshot was taken 2026-12-03T11:58:06+00:00 from etcd-3 of cluster etcd "
+        "(revision 201)"
+    ]
+    theirs = describe_snapshot(_sidecar(), "pg-meta-etcd")
+    assert len(theirs) == 2 and "is of cluster 'etcd', not 'pg-meta-etcd'" in theirs[1]
+    assert "no sidecar" in describe_snapshot(None, "etcd")[0]
 
 
 # -- restore command -------------------------------------------------------------------

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from etcdsop.backups import read_sidecar, sha256_file, write_private_json
+from etcdsop.backups import Sidecar, read_sidecar, sha256_file, write_private_json
 from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.model import Inventory, Member
@@ -101,6 +101,23 @@ def check_file(path: Path) -> tuple[bytes, str]:
     return path.read_bytes(), sha
 
 
+def describe_snapshot(sidecar: Sidecar | None, cluster: str) -> list[str]:
+    """What the operator should see before the countdown (pure): where the snapshot came
+    from, and loudly when it is another cluster's (a clone is fine, a wrong file is not)."""
+    if sidecar is None:
+        return ["the snapshot has no sidecar: its cluster and age are unknown"]
+    lines = [
+        f"the snapshot was taken {sidecar.created} from {sidecar.source} of cluster "
+        f"{sidecar.cluster} (revision {sidecar.revision if sidecar.revision is not None else '?'})"
+    ]
+    if sidecar.cluster != cluster:
+        lines.append(
+            f"the snapshot is of cluster {sidecar.cluster!r}, not {cluster!r}: its keys and "
+            f"users become cluster {cluster!r}'s (Ctrl-C now if this is the wrong file)"
+        )
+    return lines
+
+
 # -- the record of a run in progress ---------------------------------------------------
 def record_path(inventory: Inventory) -> Path:
     return inventory.files_dir / "backup" / f"{inventory.cluster}.restoring.json"
@@ -156,6 +173,8 @@ def restore(
     result.tools = tools
     result.revision_bumped = drhost.bump_revisions(tools)
 
+    for line in describe_snapshot(read_sidecar(snapshot), inventory.cluster):
+        ctx.report.warn(line)
     confirm()
     old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
     _write_record(inventory, snapshot, sha, stamp)
