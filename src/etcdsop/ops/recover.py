@@ -198,8 +198,7 @@ def recover(
     members = list(inventory.members)
     if from_ip is not None and from_ip not in {m.ip for m in members}:
         raise InputError(  # a typo is named before any host is connected to
-            f"--from {from_ip}: not a host of the etcd group "
-            f"({', '.join(m.ip for m in members)})"
+            f"--from {from_ip}: not a host of the etcd group ({', '.join(m.ip for m in members)})"
         )
     check_safeguard(members)
     for member in members:
