@@ -8,18 +8,20 @@ import json
 import re
 import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import urllib3
-from tests.e2e.conftest import SANDBOX_DIR, Bed, run_cli
+from tests.e2e.conftest import PASSWORD, SANDBOX_DIR, SUBNET_INDEX, Bed, run_cli
 from tests.e2e.test_create import client
 
 from etcdsop import sandbox
 from etcdsop.backups import sha256_file
 from etcdsop.etcd import EtcdClient
+from etcdsop.sandbox.net import Layout
 
 pytestmark = pytest.mark.e2e
 
@@ -137,12 +139,88 @@ def test_backup_destroy_restore(cluster: Cluster) -> None:
     assert all(out.split() == ["600", "700"] for out in modes.values())
 
 
+def test_restore_failing_on_the_root_password_leaves_no_resume_behind(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A snapshot whose root password nobody has: the restore is done, the password step
+    fails (exit 2). A later restore of the same file must restore again (here: refused,
+    the cluster answers), not take the hosts for restored and report success."""
+    other = "Other.Root-Pw-91"
+    cluster.client().user_change_password("root", other)
+    pw = tmp_path / "pw.yml"
+    pw.write_text(f"etcd_root_password: {other}\n")
+    backup = json.loads(cluster.cli("backup", "--json", "-e", f"@{pw}").stdout)["path"]
+    client(cluster.inventory, cluster.ips, password=other).user_change_password("root", PASSWORD)
+    cluster.cli("rm", "-y")
+    proc = cluster.cli("restore", backup, "-y", check=False)
+    assert proc.returncode == 2 and "root password" in proc.stderr, proc.stderr
+    assert not (cluster.inventory.parent / "files" / "backup" / "etcd.restoring.json").exists()
+    assert not any(
+        cluster.bed.each(
+            cluster.ips, "ls /var/lib/etcd/.etcdsop-restore 2>/dev/null; true"
+        ).values()
+    )
+    opened = client(cluster.inventory, cluster.ips, password=other)
+    opened.put("/app/after", "x")
+    again = cluster.cli("restore", backup, "-y", check=False)
+    assert again.returncode == 3 and "answers on" in again.stderr, again.stderr
+    assert opened.get("/app/after") == b"x"  # nothing was restored over it
+    opened.user_change_password("root", PASSWORD)  # back to the module's (etcd.pass has it)
+    cluster.assert_keys()
+
+
 def test_recover_refused_while_a_quorum_answers(cluster: Cluster) -> None:
     before = cluster.voters()
     proc = cluster.cli("recover", "-y", check=False)
     assert proc.returncode == 3, proc.stderr
     assert "a quorum answers" in proc.stderr and "etcdsop rm" in proc.stderr
     assert cluster.voters() == before
+    cluster.assert_keys()
+
+
+def _nft(bed: Bed, ip: str, rules: str, check: bool = True) -> None:
+    """nftables inside one sandbox host's network namespace (not the machine's)."""
+    netns = Layout(SUBNET_INDEX).netns(bed.ips.index(ip) + 1)
+    subprocess.run(["ip", "netns", "exec", netns, "nft", rules], check=check, capture_output=True)
+
+
+def test_recover_refused_while_an_unreachable_majority_may_serve(cluster: Cluster) -> None:
+    """A partition: the first host cut from its peers (no leader there), the other two
+    (a quorum, still serving) cut from the admin node. A forced start on the first would
+    fork the cluster, and its peers would stop, their writes lost, once the network heals."""
+    alone, majority = cluster.ips[0], cluster.ips[1:]
+    table = (
+        "add table inet fault; add chain inet fault input { type filter hook input priority 0; }; "
+    )
+    admin = Layout(SUBNET_INDEX).gateway
+    try:
+        _nft(
+            cluster.bed,
+            alone,
+            table + "add rule inet fault input tcp dport 2380 drop; "
+            "add rule inet fault input tcp sport 2380 drop",
+        )
+        for ip in majority:
+            _nft(
+                cluster.bed,
+                ip,
+                table + f"add rule inet fault input ip saddr {admin} "
+                "tcp dport { 22, 2379 } reject with tcp reset",
+            )
+        proc = cluster.cli("recover", "-y", check=False)
+        assert proc.returncode == 3, proc.stderr
+        assert "may still serve" in proc.stderr and "recover --from" in proc.stderr
+        # Nothing changed: the cut-off member still runs on its own data, no recover begun.
+        assert cluster.bed.ssh(alone, "systemctl is-active etcd").stdout.strip() == "active"
+        assert not (cluster.inventory.parent / "files" / "backup" / "etcd.recovering.json").exists()
+    finally:
+        for ip in cluster.ips:
+            _nft(cluster.bed, ip, "delete table inet fault", check=False)
+    deadline = time.monotonic() + 60  # a 3.4 member back from a partition disrupts the leader
+    while cluster.cli("status", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "not healthy 60 s after healing"
+        time.sleep(1)
+    assert cluster.voters() == sorted(f"https://{ip}:2380" for ip in cluster.ips)
     cluster.assert_keys()
 
 

@@ -68,6 +68,7 @@ def test_extra_vars_override_inventory(inventory: Path) -> None:
         (["add", "999.1.1.1", "-y"], "999.1.1.1"),
         (["rm", "not-an-ip", "-y"], "not-an-ip"),
         (["promote", "198.18.99.77"], "198.18.99.77"),
+        (["recover", "--from", "198.18.99.41", "-y"], "--from 198.18.99.41: not a host"),
         (["status", "-e", "etcd_port=0"], "etcd_port"),
     ],
 )

@@ -14,7 +14,8 @@ from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
 from etcdsop.ops.drhost import BUMP_REVISION, bump_revisions, restore_argv
-from etcdsop.ops.recover import Candidate, choose_source
+from etcdsop.ops.recover import Candidate, check_unreachable, choose_source, losses
+from etcdsop.ops.restore import describe_snapshot
 from etcdsop.render import PeerRef
 
 NAMES = [
@@ -115,6 +116,40 @@ def test_source_from_must_hold_data_and_be_reachable() -> None:
 def test_no_member_with_data_points_to_restore() -> None:
     with pytest.raises(ClusterError, match="etcdsop restore FILE"):
         choose_source([Candidate("10.0.0.1", False, None)], None)
+
+
+def test_unreachable_quorum_refused_unless_from_names_the_source() -> None:
+    # 2 of 3 hosts unreachable: they may be a live majority behind a partition.
+    with pytest.raises(GuardRefused, match=r"10\.0\.0\.2, 10\.0\.0\.3 cannot be reached.*--from"):
+        check_unreachable(3, ["10.0.0.2", "10.0.0.3"], None)
+    check_unreachable(3, ["10.0.0.2", "10.0.0.3"], "10.0.0.1")  # the operator says they are gone
+    check_unreachable(3, ["10.0.0.3"], None)  # a minority cannot elect a leader
+    check_unreachable(3, [], None)
+    with pytest.raises(GuardRefused):
+        check_unreachable(5, ["a", "b", "c"], None)
+    check_unreachable(5, ["a", "b"], None)
+
+
+def test_losses_name_members_ahead_of_the_source() -> None:
+    indexes = {"10.0.0.1": 40, "10.0.0.2": 52, "10.0.0.3": None}
+    found = losses("10.0.0.1", indexes, ["10.0.0.3"])
+    assert found == [
+        "10.0.0.2 reports raft index 52, above the source's (40): the writes only it holds "
+        "are lost",
+        "10.0.0.3 cannot be reached: it may hold writes the source lacks",
+    ]
+    assert losses("10.0.0.2", indexes, []) == []
+
+
+def test_restore_names_the_snapshot_and_warns_of_another_cluster() -> None:
+    ours = describe_snapshot(_sidecar(), "etcd")
+    assert ours == [
+        "the snapshot was taken 2026-12-03T11:58:06+00:00 from etcd-3 of cluster etcd "
+        "(revision 201)"
+    ]
+    theirs = describe_snapshot(_sidecar(), "pg-meta-etcd")
+    assert len(theirs) == 2 and "is of cluster 'etcd', not 'pg-meta-etcd'" in theirs[1]
+    assert "no sidecar" in describe_snapshot(None, "etcd")[0]
 
 
 # -- restore command -------------------------------------------------------------------

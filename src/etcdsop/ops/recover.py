@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +45,7 @@ from etcdsop.ops.common import Context
 from etcdsop.ops.join import join_member
 from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
+from etcdsop.quorum import quorum_of
 from etcdsop.snapshot import save_bolt_copy, verify_snapshot
 
 
@@ -82,6 +83,39 @@ def choose_source(candidates: Sequence[Candidate], from_ip: str | None) -> str:
             "another member holds data too: start etcd there, or name the source with --from IP"
         )
     return max(with_data, key=lambda c: (c.raft_index or 0, c.ip)).ip
+
+
+def check_unreachable(hosts: int, unreachable: Sequence[str], from_ip: str | None) -> None:
+    """Refuse (pure) a forced start while the hosts SSH cannot reach are a quorum of the
+    inventory's: they may be alive behind a partition, still electing a leader and taking
+    writes; a one-member cluster here would carry the same cluster id, and when the two
+    meet the old majority's members learn they were removed and stop: their writes are
+    lost. Only the operator can know they are gone for good: --from says so."""
+    if from_ip is None and unreachable and len(unreachable) >= quorum_of(hosts):
+        raise GuardRefused(
+            f"{', '.join(unreachable)} cannot be reached: together they are a quorum of the "
+            f"{hosts} hosts and may still serve (a network partition); recovering now would "
+            "fork the cluster and lose their writes when the network heals. Make sure they "
+            "are down for good (powered off, or etcd stopped there), then name the source: "
+            "etcdsop recover --from IP"
+        )
+
+
+def losses(source: str, indexes: Mapping[str, int | None], unreachable: Sequence[str]) -> list[str]:
+    """Warnings (pure): members that are, or may be, ahead of the source; what only they
+    hold is lost by the recover. indexes: the raft index each answering member reported."""
+    mine = indexes.get(source)
+    found = []
+    for ip, index in sorted(indexes.items()):
+        if ip != source and index is not None and (mine is None or index > mine):
+            found.append(
+                f"{ip} reports raft index {index}, above the source's "
+                f"({'unknown' if mine is None else mine}): the writes only it holds are lost"
+            )
+    for ip in unreachable:
+        if indexes.get(ip) is None:
+            found.append(f"{ip} cannot be reached: it may hold writes the source lacks")
+    return found
 
 
 @dataclass
@@ -161,6 +195,10 @@ def recover(
     """confirm(source) runs once the guards passed and the source is known."""
     inventory = ctx.inventory
     members = list(inventory.members)
+    if from_ip is not None and from_ip not in {m.ip for m in members}:
+        raise InputError(  # a typo is named before any host is connected to
+            f"--from {from_ip}: not a host of the etcd group ({', '.join(m.ip for m in members)})"
+        )
     check_safeguard(members, "recover")
     for member in members:
         hostops.safe_data_dir(member)
@@ -197,6 +235,11 @@ def recover(
         raise ClusterError(f"the source {result.source} does not answer over SSH")
     stamp = record["stamp"] if record else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     others = [m for m in reachable if m is not source]
+    if not led:
+        check_unreachable(len(members), result.unreachable, from_ip)
+        indexes = {ip: a.raft_index for ip, a in answers.items()}
+        for line in losses(source.ip, indexes, result.unreachable):
+            ctx.report.warn(line)
     confirm(f"{source.name} ({source.ip})")
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)

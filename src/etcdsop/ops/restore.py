@@ -17,7 +17,8 @@ step as its swap. A re-run with the same file reuses the stamp: hosts holding th
 marker are not restored again, the others are (nothing was started before all were
 marked), then all are started. Once every host is marked, a cluster that answers is
 the restored one, not a reason to refuse: the re-run only starts, waits and checks.
-A finished run removes the markers and the record.
+The markers and the record are removed once every member is healthy, before the root
+password is checked (a restore that fails there is done; a re-run would refuse).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from etcdsop.backups import read_sidecar, sha256_file, write_private_json
+from etcdsop.backups import Sidecar, read_sidecar, sha256_file, write_private_json
 from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.guards import check_safeguard
@@ -100,6 +101,23 @@ def check_file(path: Path) -> tuple[bytes, str]:
     return path.read_bytes(), sha
 
 
+def describe_snapshot(sidecar: Sidecar | None, cluster: str) -> list[str]:
+    """What the operator should see before the countdown (pure): where the snapshot came
+    from, and loudly when it is another cluster's (a clone is fine, a wrong file is not)."""
+    if sidecar is None:
+        return ["the snapshot has no sidecar: its cluster and age are unknown"]
+    lines = [
+        f"the snapshot was taken {sidecar.created} from {sidecar.source} of cluster "
+        f"{sidecar.cluster} (revision {sidecar.revision if sidecar.revision is not None else '?'})"
+    ]
+    if sidecar.cluster != cluster:
+        lines.append(
+            f"the snapshot is of cluster {sidecar.cluster!r}, not {cluster!r}: its keys and "
+            f"users become cluster {cluster!r}'s (Ctrl-C now if this is the wrong file)"
+        )
+    return lines
+
+
 # -- the record of a run in progress ---------------------------------------------------
 def record_path(inventory: Inventory) -> Path:
     return inventory.files_dir / "backup" / f"{inventory.cluster}.restoring.json"
@@ -155,6 +173,8 @@ def restore(
     result.tools = tools
     result.revision_bumped = drhost.bump_revisions(tools)
 
+    for line in describe_snapshot(read_sidecar(snapshot), inventory.cluster):
+        ctx.report.warn(line)
     confirm()
     old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
     _write_record(inventory, snapshot, sha, stamp)
@@ -175,12 +195,15 @@ def restore(
     ctx.wait_healthy(members)
     for member in members:
         ctx.report.host(member.ip, "healthy", "ok")
+    # The restore is done: its markers go now, before anything that may fail after it
+    # (the root password). Left behind, they would make a later restore of the same
+    # file believe its hosts restored already, and report success restoring nothing.
+    _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
+    record_path(inventory).unlink(missing_ok=True)
     ctx.report.phase("rbac")
     result.root_password = _root_password(ctx, old_passwords)
     ctx.report.info(f"root password: {result.root_password}")
     result.revision = _revision(ctx)
-    _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
-    record_path(inventory).unlink(missing_ok=True)
     if not result.revision_bumped:
         result.notes.append(REVISION_NOTE_34.format(revision=result.revision))
     result.next_steps = [RELOAD_HINT]
