@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 
 from etcdsop.cli_options import DEFAULT_INVENTORY
 from etcdsop.errors import EtcdsopError
@@ -106,3 +107,29 @@ def with_context(
         return fn(ctx, reporter)
     finally:
         ctx.close()
+
+
+# click's UsageError, wherever this Typer takes click from (it may vendor its own).
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+class Commands(TyperGroup):
+    """The command group: a usage mistake (unknown option, a value out of range) exits 1
+    like every other input error; click's own 2 means "a cluster operation failed" here.
+    Subcommands are parsed inside the group's invoke, so both places are covered."""
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _USAGE_ERROR as exc:
+            exc.exit_code = 1  # type: ignore[attr-defined]
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _USAGE_ERROR as exc:
+            exc.exit_code = 1  # type: ignore[attr-defined]
+            raise

@@ -157,3 +157,19 @@ def test_status_watch_misuse_is_one_line_exit_1_before_the_inventory(
     assert result.exit_code == 1
     assert needle in result.output and "absent.yml" not in result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["backup", "--keep", "0"],  # out of range
+        ["status", "--no-such-option"],
+        ["rbac", "sync", "--no-such-option"],  # a nested group's command
+        ["sandbox", "up", "0"],
+        ["no-such-command"],
+    ],
+)
+def test_a_usage_mistake_is_an_input_error_exit_1(args: list[str]) -> None:
+    # click's own code for these is 2, which here means "a cluster operation failed".
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
