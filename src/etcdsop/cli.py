@@ -29,7 +29,7 @@ from etcdsop.cli_options import (
     YesOpt,
     check_ips,
 )
-from etcdsop.cli_run import errors_to_exit_codes, load_inventory_file, with_context
+from etcdsop.cli_run import Commands, errors_to_exit_codes, load_inventory_file, with_context
 
 if TYPE_CHECKING:
     from etcdsop.console import RichReporter
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="etcdsop",
+    cls=Commands,
     help="Run the whole life of an etcd cluster over SSH, from a Pigsty inventory.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
@@ -342,6 +343,7 @@ def rm(
     with errors_to_exit_codes():
         check_ips(ips or [])
         from etcdsop.console import print_json
+        from etcdsop.errors import ClusterError
         from etcdsop.guards import check_safeguard
         from etcdsop.inventory import members_for_ips
         from etcdsop.ops.remove import destroy, remove
@@ -373,6 +375,11 @@ def rm(
                 print_json(result.to_json())
             for step in result.next_steps:
                 reporter.info(f"next: {step}")
+            if not ips and result.cleanup_skipped:
+                raise ClusterError(
+                    f"destroy incomplete: {', '.join(result.cleanup_skipped)} not cleaned "
+                    "(unreachable); run etcdsop rm -y again once it answers"
+                )
             reporter.summary(f"{len(result.removed)} member(s) removed")
 
         with_context(

@@ -254,6 +254,25 @@ def test_rm_without_ips_destroys_the_cluster(five: Cluster) -> None:
     assert all(out.strip() == "inactive" for out in leftovers.values()), leftovers
 
 
+def test_destroy_with_a_host_powered_off_is_incomplete_until_run_again(five: Cluster) -> None:
+    off = five.ips[2]
+    sandbox.host_power_off(off, state_dir=SANDBOX_DIR)
+    proc = five.cli("rm", "-y", "--json", check=False)
+    # etcd may still run there on its data: never "removed", exit 0.
+    assert proc.returncode == 2, proc.stderr
+    assert f"destroy incomplete: {off} not cleaned" in proc.stderr
+    snapshot = Path(json.loads(proc.stdout)["snapshot"])
+    verify_snapshot(snapshot)
+
+    sandbox.host_power_on(off, state_dir=SANDBOX_DIR)  # it boots with etcd on its data
+    result = json.loads(five.cli("rm", "-y", "--json").stdout)
+    assert result["cleanup_skipped"] == []
+    leftovers = five.bed.each(
+        five.bed.ips[:5], "ls -d /etc/etcd /data/etcd 2>/dev/null; systemctl is-active etcd; true"
+    )
+    assert all(out.strip() == "inactive" for out in leftovers.values()), leftovers
+
+
 def test_destroy_keeping_the_data_stops_every_member_gracefully(five: Cluster) -> None:
     proc = five.cli("rm", "-y", "--json", "-e", "etcd_rm_data=false")
     verify_snapshot(Path(json.loads(proc.stdout)["snapshot"]))

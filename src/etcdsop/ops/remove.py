@@ -124,6 +124,14 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
         )
     result.removed = [{"ip": m.ip, "name": m.name} for m in members]
     deregister(ctx, members)
+    if result.cleanup_skipped:
+        # etcd may still run there on its data: not done. The record stays, so the
+        # re-run once the host answers relies on the same verified snapshot.
+        result.next_steps = [
+            f"etcd may still run on {', '.join(result.cleanup_skipped)} (unreachable): "
+            "run etcdsop rm -y again once it answers"
+        ]
+        return result
     clear_record(ctx.inventory)
     result.next_steps = [
         f"the cluster is gone: delete the etcd group from "
