@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import time
 from collections.abc import Iterable, Sequence
@@ -762,9 +763,16 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+# urllib3 puts its objects' reprs in front of what happened; the endpoint is named already.
+_URLLIB3_NOISE = re.compile(
+    r"<urllib3\.[\w.]+ object at 0x[0-9a-f]+>: |HTTPS?Connection(?:Pool)?\([^)]*\): "
+)
+
+
 def _short(exc: Exception) -> str:
     text = str(exc)
     reason = getattr(exc, "reason", None)
     if reason is not None:
         text = str(reason)
+    text = _URLLIB3_NOISE.sub("", text)
     return text if len(text) < 160 else text[:157] + "..."

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
 
 from etcdsop.etcd import (
     EtcdClient,
@@ -19,6 +20,7 @@ from etcdsop.etcd import (
     EtcdTlsError,
     EtcdUnreachable,
     TlsFiles,
+    transport_error,
 )
 from etcdsop.pki import Pki
 
@@ -157,3 +159,18 @@ def test_an_endpoint_that_did_not_answer_is_asked_last_afterwards(
         client.call("/v3/kv/range", {"key": "eA=="}, auth=False)
     assert (silent.requests, answering.requests) == (1, 3)
     assert client.endpoints == [answering.url, silent.url]
+
+
+def test_a_refused_connection_reads_as_what_happened_without_urllib3_reprs() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=2))
+    endpoint = f"https://127.0.0.1:{port}"
+    with pytest.raises(urllib3.exceptions.HTTPError) as caught:
+        pool.request("GET", endpoint)
+    message = transport_error(endpoint, caught.value).message
+    assert (
+        message == f"{endpoint}: no answer (Failed to establish a new connection: "
+        "[Errno 111] Connection refused)"
+    )
