@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from tests.e2e.conftest import PASSWORD, SANDBOX_DIR, SUBNET_INDEX, Bed, run_cli
+from tests.e2e.conftest import PASSWORD, SANDBOX_DIR, SUBNET_INDEX, Bed, run_cli, spawn
 from tests.e2e.test_create import client
 
 from etcdsop import sandbox
@@ -178,6 +178,34 @@ def test_recover_refused_while_a_quorum_answers(cluster: Cluster) -> None:
     cluster.assert_keys()
 
 
+def test_recover_refused_when_the_quorum_comes_back_during_the_countdown(
+    cluster: Cluster,
+) -> None:
+    """No leader at the first look (2 of 3 stopped), but the others are started while
+    the operator reads the countdown: forcing a new cluster now would throw their
+    membership away. The look is taken again after the countdown."""
+    before = cluster.voters()
+    stopped = cluster.ips[1:]
+    cluster.bed.each(stopped, "systemctl stop etcd")
+    proc = spawn("recover", "--from", cluster.ips[0], "-i", str(cluster.inventory))
+    assert proc.stderr is not None
+    output = []
+    try:
+        for line in proc.stderr:
+            output.append(line)
+            if "in 5s" in line:  # the countdown began: the guards passed
+                cluster.bed.each(stopped, "systemctl start etcd")
+                break
+        output.append(proc.communicate(timeout=120)[1])
+    finally:
+        cluster.bed.each(stopped, "systemctl start etcd")
+    text = "".join(output)
+    assert proc.returncode == 3, text
+    assert "a leader is known again" in text and "nothing was changed" in text
+    assert cluster.voters() == before
+    cluster.assert_keys()
+
+
 def _nft(bed: Bed, ip: str, rules: str, check: bool = True) -> None:
     """nftables inside one sandbox host's network namespace (not the machine's)."""
     netns = Layout(SUBNET_INDEX).netns(bed.ips.index(ip) + 1)
@@ -227,8 +255,11 @@ def test_recover_refused_while_an_unreachable_majority_may_serve(cluster: Cluste
 def test_recover_from_the_last_member(cluster: Cluster) -> None:
     survivor, dead = cluster.ips[0], cluster.ips[1:]
     cluster.bed.each(dead, "systemctl stop etcd; rm -rf /data/etcd")
-    result = json.loads(cluster.cli("recover", "-y", "--json").stdout)
+    proc = cluster.cli("recover", "-y", "--json")
+    result = json.loads(proc.stdout)
     assert result["source"] == survivor and result["forced"]
+    # No quorum, so no etcd lock: said at once, not after authenticating timed out.
+    assert "cluster lock not taken: no member knows a leader" in proc.stderr
     assert sorted(result["added"]) == sorted(dead)
     assert cluster.voters() == sorted(f"https://{ip}:2380" for ip in cluster.ips)
     cluster.assert_keys()

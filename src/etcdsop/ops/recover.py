@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -170,6 +171,23 @@ def _answers(ctx: Context, members: Sequence[Member]) -> dict[str, _Answer]:
     return {ip: a for ip, a in found.items() if isinstance(a, _Answer)}
 
 
+def _still_no_leader(ctx: Context, members: Sequence[Member]) -> None:
+    """One look may have caught an election: before forcing a new cluster, no member may
+    know a leader for two election timeouts (a quorum elects one well within that)."""
+    window = 2 * max(m.election_timeout for m in members) / 1000
+    deadline = time.monotonic() + window
+    while True:
+        led = sorted(ip for ip, a in _answers(ctx, members).items() if a.leader)
+        if led:
+            raise GuardRefused(
+                f"a leader is known again on {', '.join(led)}: the quorum is back, nothing "
+                "was changed; replace dead members with etcdsop rm IP, then etcdsop add IP"
+            )
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.25)
+
+
 def _reachable(ctx: Context, members: Sequence[Member], result: RecoverResult) -> list[Member]:
     ctx.report.phase(f"connect to {len(members)} host(s)")
     found = ctx.parallel(members, lambda m: ctx.host(m).connect())
@@ -241,6 +259,8 @@ def recover(
         for line in losses(source.ip, indexes, result.unreachable):
             ctx.report.warn(line)
     confirm(f"{source.name} ({source.ip})")
+    if not led and record is None:
+        _still_no_leader(ctx, members)
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
     host = ctx.host(source)

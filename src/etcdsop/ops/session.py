@@ -86,6 +86,11 @@ def _voters(ctx: Context, reporter: Reporter) -> EtcdClient | None:
     if not view.live or not view.voter_endpoints():
         return None
     client = ctx.voter_client(view)
+    if not _a_leader_is_known(client, view.voter_endpoints()):
+        # Authenticating needs a quorum: asked without one it waits out etcd's request
+        # timeout per member. The command that restores the quorum must run at once.
+        reporter.warn("cluster lock not taken: no member knows a leader (no quorum now)")
+        return None
     try:
         accepted = client.check_password("root", ctx.inventory.root_password)
     except EtcdApiError as exc:
@@ -105,3 +110,16 @@ def _voters(ctx: Context, reporter: Reporter) -> EtcdClient | None:
         )
         return None
     return client
+
+
+def _a_leader_is_known(client: EtcdClient, endpoints: list[str]) -> bool:
+    """Maintenance Status (it needs no login and no quorum): does any voter know a leader?"""
+    quick = client.with_timeout(3.0)
+    for endpoint in endpoints:
+        try:
+            data = quick.call("/v3/maintenance/status", {}, endpoint=endpoint, auth=False)
+        except ClusterError:
+            continue
+        if int(data.get("leader", 0) or 0):
+            return True
+    return False
