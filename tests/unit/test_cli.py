@@ -173,3 +173,14 @@ def test_a_usage_mistake_is_an_input_error_exit_1(args: list[str]) -> None:
     # click's own code for these is 2, which here means "a cluster operation failed".
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
+
+
+@pytest.mark.parametrize(
+    ("path", "says"), [("/dev/null", "not a regular file"), ("/no/such.db", "no such file")]
+)
+def test_restore_of_what_is_not_a_snapshot_file_is_named(
+    inventory: Path, path: str, says: str
+) -> None:
+    result = runner.invoke(app, ["restore", path, "-i", str(inventory), "-y"])
+    assert result.exit_code == 1
+    assert f"restore: {path}: {says}" in result.output

@@ -85,8 +85,10 @@ class RestoreResult:
 def check_file(path: Path) -> tuple[bytes, str]:
     """The snapshot's bytes and sha256; exit 1 before any host is touched when it is
     missing, damaged, or not the file its sidecar describes."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"restore: {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"restore: {path}: not a regular file (a backup's .db file is one)")
     try:
         verify_snapshot(path)
     except ClusterError as exc:
