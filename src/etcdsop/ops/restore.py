@@ -60,7 +60,9 @@ REVISION_NOTE_34 = (
     "snapshot's ({revision}). A client that watches from a revision it saw before (Patroni "
     "and vip-manager re-read everything when they reconnect, but a watch resumed from an "
     "older revision number waits until the counter passes it) misses the changes in "
-    "between: restart the clients (etcdsop reload -t patroni,vip) after the restore"
+    "between: restart the clients after the restore (vip-manager: systemctl restart "
+    "vip-manager; Patroni under a pause: patronictl pause, systemctl restart patroni, "
+    "patronictl resume); reload only restarts clients whose config changed"
 )
 
 
