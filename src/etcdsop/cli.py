@@ -29,7 +29,13 @@ from etcdsop.cli_options import (
     YesOpt,
     check_ips,
 )
-from etcdsop.cli_run import Commands, errors_to_exit_codes, load_inventory_file, with_context
+from etcdsop.cli_run import (
+    Commands,
+    errors_to_exit_codes,
+    load_inventory_file,
+    report_result,
+    with_context,
+)
 
 if TYPE_CHECKING:
     from etcdsop.console import RichReporter
@@ -237,7 +243,6 @@ def add(
     """Add members one at a time: learner, catch up, promote (Pigsty's bin/etcd-add)."""
     with errors_to_exit_codes():
         check_ips(ips)
-        from etcdsop.console import print_json
         from etcdsop.inventory import members_for_ips
         from etcdsop.ops.add import add as run_add
 
@@ -256,10 +261,7 @@ def add(
                 "adding",
             )
             result = run_add(ctx, members, promote_timeout=promote_timeout)
-            if json_output:
-                print_json(result.to_json())
-            for step in result.next_steps:
-                reporter.info(f"next: {step}")
+            report_result(reporter, result, json_output)
             reporter.summary(f"{len(result.added)} member(s) added, {len(result.skipped)} skipped")
 
         with_context(
@@ -342,7 +344,6 @@ def rm(
     """Remove members, or with no IP destroy the cluster (Pigsty's bin/etcd-rm)."""
     with errors_to_exit_codes():
         check_ips(ips or [])
-        from etcdsop.console import print_json
         from etcdsop.errors import ClusterError
         from etcdsop.guards import check_safeguard
         from etcdsop.inventory import members_for_ips
@@ -371,10 +372,7 @@ def rm(
                 )
                 _confirm(reporter, [], 5, yes, "destroying the cluster")
                 result = destroy(ctx, backup=not no_backup, force_cleanup=force_cleanup)
-            if json_output:
-                print_json(result.to_json())
-            for step in result.next_steps:
-                reporter.info(f"next: {step}")
+            report_result(reporter, result, json_output)
             if not ips and result.cleanup_skipped:
                 raise ClusterError(
                     f"destroy incomplete: {', '.join(result.cleanup_skipped)} not cleaned "

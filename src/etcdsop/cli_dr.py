@@ -137,10 +137,10 @@ def restore(
 ) -> None:
     """Rebuild the inventory's cluster from a snapshot: every member restored from the same
     file into a new data dir (old data moved aside), all started together."""
-    from etcdsop.cli_run import errors_to_exit_codes, with_context
+    from etcdsop.cli_run import errors_to_exit_codes, report_result, with_context
 
     with errors_to_exit_codes():
-        from etcdsop.console import countdown, print_json
+        from etcdsop.console import countdown
         from etcdsop.ops.restore import check_file
         from etcdsop.ops.restore import restore as run_restore
 
@@ -158,12 +158,9 @@ def restore(
                     countdown(5, "restoring")
 
             result = run_restore(ctx, file, force=force, confirm=confirm)
-            if json_output:
-                print_json(result.to_json())
             for note in result.notes:
                 reporter.warn(note)
-            for step in result.next_steps:
-                reporter.info(f"next: {step}")
+            report_result(reporter, result, json_output)
             reporter.summary(
                 f"cluster {ctx.inventory.cluster} restored on {len(ctx.inventory.members)} "
                 f"member(s), revision {result.revision}"
@@ -203,12 +200,12 @@ def recover(
 ) -> None:
     """Quorum lost for good: restart the best member once with force-new-cluster (snapshot
     first), then add the other hosts back one at a time (old data moved aside)."""
-    from etcdsop.cli_run import errors_to_exit_codes, with_context
+    from etcdsop.cli_run import errors_to_exit_codes, report_result, with_context
 
     with errors_to_exit_codes():
         if source is not None:
             check_ips([source])
-        from etcdsop.console import countdown, print_json
+        from etcdsop.console import countdown
         from etcdsop.ops.recover import recover as run_recover
 
         def go(ctx: Context, reporter: RichReporter) -> None:
@@ -224,10 +221,7 @@ def recover(
             result = run_recover(
                 ctx, from_ip=source, promote_timeout=promote_timeout, confirm=confirm
             )
-            if json_output:
-                print_json(result.to_json())
-            for step in result.next_steps:
-                reporter.info(f"next: {step}")
+            report_result(reporter, result, json_output)
             reporter.summary(
                 f"recovered from {result.source}: {len(result.added)} member(s) added back"
             )

@@ -109,6 +109,16 @@ def with_context(
         ctx.close()
 
 
+def report_result(reporter: RichReporter, result: Any, json_output: bool) -> None:
+    """What a changing command shows at its end: --json on stdout, then its next steps."""
+    from etcdsop.console import print_json
+
+    if json_output:
+        print_json(result.to_json())
+    for step in result.next_steps:
+        reporter.info(f"next: {step}")
+
+
 # click's UsageError, wherever this Typer takes click from (it may vendor its own).
 _USAGE_ERROR: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"

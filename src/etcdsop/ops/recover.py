@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +47,7 @@ from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import quorum_of
 from etcdsop.snapshot import save_bolt_copy, verify_snapshot
+from etcdsop.waits import poll_until
 
 
 @dataclass(frozen=True)
@@ -175,17 +175,16 @@ def _still_no_leader(ctx: Context, members: Sequence[Member]) -> None:
     """One look may have caught an election: before forcing a new cluster, no member may
     know a leader for two election timeouts (a quorum elects one well within that)."""
     window = 2 * max(m.election_timeout for m in members) / 1000
-    deadline = time.monotonic() + window
-    while True:
-        led = sorted(ip for ip, a in _answers(ctx, members).items() if a.leader)
-        if led:
-            raise GuardRefused(
-                f"a leader is known again on {', '.join(led)}: the quorum is back, nothing "
-                "was changed; replace dead members with etcdsop rm IP, then etcdsop add IP"
-            )
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(0.25)
+
+    def leaders() -> list[str] | None:
+        return sorted(ip for ip, a in _answers(ctx, members).items() if a.leader) or None
+
+    led = poll_until(leaders, timeout=window, interval=0.25)
+    if led:
+        raise GuardRefused(
+            f"a leader is known again on {', '.join(led)}: the quorum is back, nothing "
+            "was changed; replace dead members with etcdsop rm IP, then etcdsop add IP"
+        )
 
 
 def _reachable(ctx: Context, members: Sequence[Member], result: RecoverResult) -> list[Member]:

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etcdsop.errors import ClusterError, InputError
+from etcdsop.waits import poll_until
 
 from .shell import Shell
 from .state import PG_CLUSTER
@@ -496,14 +496,17 @@ def wait_members(
 ) -> list[dict[str, Any]]:
     """Until patronictl on ip shows each member with its (role, state); ClusterError
     with Patroni's log after timeout."""
-    deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def settled() -> list[dict[str, Any]] | None:
+        nonlocal seen
         seen = members(shell, ip)
         roles = {m["Member"]: (m.get("Role"), m.get("State")) for m in seen}
-        if all(roles.get(name) == wanted for name, wanted in want.items()):
-            return seen
-        time.sleep(1)
+        return seen if all(roles.get(name) == w for name, w in want.items()) else None
+
+    done = poll_until(settled, timeout=timeout, interval=1.0)
+    if done is not None:
+        return done
     shown = ", ".join(f"{m.get('Member')} {m.get('Role')} {m.get('State')}" for m in seen)
     raise ClusterError(
         f"patroni on {ip}: members not {want} after {timeout:.0f}s (seen: {shown or 'none'})",
