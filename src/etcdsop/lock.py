@@ -347,8 +347,8 @@ def cluster_lock(
                 say("cluster lock not taken: etcd takes no writes (NOSPACE alarm)")
             if remote is not None and on_remote is not None:
                 on_remote(remote.release)
-        why = "NOSPACE" if client is not None else "no cluster answers"
-        say(f"lock held: {lock_key(cluster) if remote else f'admin node only ({why})'}")
+        # Why there is no etcd lock was said already (no cluster, no quorum, NOSPACE).
+        say(f"lock held: {lock_key(cluster) if remote else 'admin node only'}")
         yield me
     finally:
         if remote is not None:

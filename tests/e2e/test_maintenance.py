@@ -172,3 +172,16 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def test_defrag_without_a_quorum_is_refused_naming_the_voters_down(cluster: Cluster) -> None:
+    # Last in the module: it stops two of the three members, then starts them again.
+    down = cluster.ips[1:]
+    cluster.bed.each(down, "systemctl stop etcd")
+    try:
+        proc = run_cli("defrag", "-i", str(cluster.inv), "-y", check=False)
+    finally:
+        cluster.bed.each(down, "systemctl start etcd")
+    # Nothing answers the alarm list without a quorum: the guard names who is down.
+    assert proc.returncode == 3, proc.stderr
+    assert "voter(s) not healthy" in proc.stderr and "etcd-2" in proc.stderr

@@ -115,7 +115,11 @@ class Defrag:
     # -- the steps -------------------------------------------------------------------
     def run(self) -> DefragResult:
         report = self.ctx.report
-        alarms = self.client.alarms()
+        try:
+            alarms = self.client.alarms()
+        except ClusterError:
+            self.check_voters()  # without a quorum nothing answers: name who is down
+            raise
         self.alarmed = bool(alarms)
         self.check_voters()
         self.result.alarms_before = [f"{a.alarm} on {self._name(a.member_id)}" for a in alarms]
