@@ -507,6 +507,23 @@ class EtcdClient:
         except (urllib3.exceptions.HTTPError, ValueError):
             return False
 
+    def versions(self, endpoint: str) -> tuple[str, str]:
+        """(this member's etcd version, the cluster version) from /version (no RBAC).
+
+        The cluster version is the minor all members run, as "3.4.0": it moves up only
+        once every member runs the newer minor, and never down.
+        """
+        try:
+            resp = self._pool.request("GET", endpoint + "/version")
+            data = json.loads(resp.data)
+        except urllib3.exceptions.HTTPError as exc:
+            raise transport_error(endpoint, exc) from exc
+        except ValueError as exc:
+            raise ClusterError(f"{endpoint}: /version is not JSON") from exc
+        if resp.status != 200 or not isinstance(data, dict):
+            raise ClusterError(f"{endpoint}: /version answered HTTP {resp.status}")
+        return str(data.get("etcdserver", "")), str(data.get("etcdcluster", ""))
+
     def peer_state(self, peer_url: str, timeout: float = 0.5) -> str:
         """Does etcd serve its peer port yet? "serving"; "starting" (nothing listens yet,
         or the port is open but unanswered: etcd opens it before it serves it); or
