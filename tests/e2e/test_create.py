@@ -424,7 +424,12 @@ def test_create_installs_etcd_when_missing_and_rm_pkg_removes_it(
     clean: Bed, tmp_path: Path
 ) -> None:
     ip = clean.ips[5]
-    clean.ssh(ip, "ls /var/cache/apt/archives/etcd-server_*.deb && dpkg --purge etcd-server")
+    # apt installs it again with no network: from its cache (3.4) or the local repo (3.5).
+    clean.ssh(
+        ip,
+        "{ ls /var/cache/apt/archives/etcd-server_*.deb || ls /srv/etcdsop-apt/etcd-server_*.deb; }"
+        " && dpkg --purge etcd-server",
+    )
     try:
         assert clean.ssh(ip, "test -e /usr/bin/etcd", check=False).returncode != 0
         inventory = clean.inventory(tmp_path, [ip])
@@ -434,6 +439,8 @@ def test_create_installs_etcd_when_missing_and_rm_pkg_removes_it(
         assert json.loads(proc.stdout)["started"] == [ip]
         installed = clean.ssh(ip, "dpkg-query -W -f '${Status}' etcd-server").stdout
         assert installed == "install ok installed"
+        version = clean.ssh(ip, "dpkg-query -W -f '${Version}' etcd-server").stdout
+        assert version.startswith(f"{ETCD}.")
         # Ours runs, not the default single-node etcd the package's postinst started.
         assert "--config-file" in clean.ssh(ip, "systemctl show -p ExecStart etcd").stdout
         members = client(inventory, [ip]).member_list()
