@@ -229,6 +229,7 @@ class Reissued:
     old_serial: str
     new_serial: str
     issuer: str
+    copies: list[str] = field(default_factory=list)  # the admin node's copies swapped too
 
 
 def reissue_on_host(
@@ -246,12 +247,13 @@ def reissue_on_host(
     new = resign(cert, ca, ca_key, _now())
     content = pem(new)
     write_with_backup(host, target, content, stamp)
-    swap_local_copies(root, old, content)
+    copies = swap_local_copies(root, old, content)
     return Reissued(
         f"{host.label}:{path}",
         format(cert.serial_number, "x"),
         format(new.serial_number, "x"),
         short_fp(ca),
+        copies,
     ), content
 
 
@@ -418,12 +420,14 @@ def renew(ctx: Context, within: timedelta, *, everything: bool = False) -> Renew
     for where, value in errors.items():
         if isinstance(value, EtcdsopError):
             result.failed.append(f"{where}: {value.message}")
+    swapped = {p for r in result.reissued for p in r.copies}
     for entry in _local_entries(ctx, found.trust, within):
-        if entry.kind in ("ca", "ca-archived") or not wanted(entry):
+        if entry.kind in ("ca", "ca-archived") or entry.path in swapped or not wanted(entry):
             continue
         path = Path(entry.path)
-        if _renew_local(path, ca, ca_key):
-            result.reissued.append(Reissued(entry.where, entry.serial, "", short_fp(ca)))
+        serial = _renew_local(path, ca, ca_key)
+        if serial is not None:
+            result.reissued.append(Reissued(entry.where, entry.serial, serial, short_fp(ca)))
             report.host(ADMIN, f"{path.name} re-issued", "changed")
         else:
             result.failed.append(
@@ -437,15 +441,17 @@ def renew(ctx: Context, within: timedelta, *, everything: bool = False) -> Renew
     return result
 
 
-def _renew_local(path: Path, ca: x509.Certificate, ca_key: Any) -> bool:
-    """An admin-node certificate re-signed in place, if its key is beside it and matches."""
+def _renew_local(path: Path, ca: x509.Certificate, ca_key: Any) -> str | None:
+    """An admin-node certificate re-signed in place, if its key is beside it and matches:
+    its new serial."""
     key_path = path.with_suffix(".key")
     cert = load_pems(path.read_bytes())[0]
     try:
         key = load_key(key_path)
     except InputError:
-        return False
+        return None
     if _spki(key.public_key()) != _spki(cert.public_key()):
-        return False
-    _write_atomic(path, pem(resign(cert, ca, ca_key, _now())), path.stat().st_mode & 0o777)
-    return True
+        return None
+    new = resign(cert, ca, ca_key, _now())
+    _write_atomic(path, pem(new), path.stat().st_mode & 0o777)
+    return format(new.serial_number, "x")
