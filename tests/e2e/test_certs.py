@@ -102,9 +102,8 @@ def test_renew_reissues_in_place_without_restarts(cluster: tuple[Bed, Path]) -> 
     before = {ip: host_cert(bed, ip, "/etc/etcd/server.crt") for ip in members}
     clients = {ip: host_cert(bed, ip, "/pg/cert/server.crt") for ip in pg}
 
-    out = json.loads(
-        run_cli("certs", "renew", "--within", "100000", "-y", "-i", str(inv), "--json").stdout
-    )
+    renewed = run_cli("certs", "renew", "--within", "100000", "-y", "-i", str(inv), "--json")
+    out = json.loads(renewed.stdout)
 
     assert out["failed"] == [], out
     for ip in members:
