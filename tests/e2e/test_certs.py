@@ -203,3 +203,21 @@ def test_rotate_ca_interrupted_then_resumed_keeps_patroni_and_writes(
     assert root(inv, members).get("/app/certs/after-renew") == b"ok"
     listed = json.loads(run_cli("certs", "-i", str(inv), "--json").stdout)
     assert listed["problems"] == 0, [c for c in listed["certificates"] if c["state"] != "ok"]
+
+
+def test_rotate_ca_refused_with_a_voter_down(cluster: tuple[Bed, Path]) -> None:
+    bed, inv = cluster
+    pki, down = pki_of(inv), bed.ips[2]
+    ca, state = (pki / "ca" / "ca.crt").read_bytes(), (pki / "ca" / "rotation.json").read_bytes()
+    bed.ssh(down, "systemctl stop etcd")
+    try:
+        refused = run_cli("certs", "rotate-ca", "-y", "-i", str(inv), check=False)
+    finally:
+        bed.ssh(down, "systemctl start etcd")
+    assert refused.returncode == 3, refused.stderr
+    assert "every voter must be healthy" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # Nothing changed: no new CA, no new phase.
+    assert (pki / "ca" / "ca.crt").read_bytes() == ca
+    assert (pki / "ca" / "rotation.json").read_bytes() == state
+    assert not (pki / "ca" / "ca-next.key").exists()

@@ -63,7 +63,10 @@ class RotateResult:
             "phases": self.phases,
             "restarted": self.restarted,
             "reissued": self.reissued,
-            "vip_manager_restarted": self.vip_restarted,
+            # vip-manager restarts per host (once per phase that changed its files)
+            "vip_manager_restarts": {
+                ip: self.vip_restarted.count(ip) for ip in sorted(set(self.vip_restarted))
+            },
         }
 
 
@@ -360,6 +363,7 @@ def rotate(ctx: Context) -> RotateResult:
     report, local = ctx.report, LocalCa(ctx)
     result = RotateResult()
     rotation = local.state()
+    local_trust(ctx)  # no CA here: say so (exit 1) before asking the cluster anything
     report.phase("health")
     members = guard_healthy(ctx)
     ctx.connect(members)
