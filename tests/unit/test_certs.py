@@ -136,15 +136,29 @@ def test_bundle_keeps_order_and_drops_duplicates(tmp_path: Path) -> None:
 
 
 def test_admin_node_copies_follow_the_host_certificate(tmp_path: Path) -> None:
-    (tmp_path / "pgsql").mkdir()
-    (tmp_path / "etcd").mkdir()
-    (tmp_path / "pgsql" / "pg-test-1.crt").write_bytes(b"OLD\n")
-    (tmp_path / "pgsql" / "pg-test-1.crt").chmod(0o640)
-    (tmp_path / "etcd" / "etcd-1.crt").write_bytes(b"OTHER\n")
-    assert swap_local_copies(tmp_path, b"OLD", b"NEW\n") == [str(tmp_path / "pgsql/pg-test-1.crt")]
-    assert (tmp_path / "pgsql" / "pg-test-1.crt").read_bytes() == b"NEW\n"
-    assert stat.S_IMODE((tmp_path / "pgsql" / "pg-test-1.crt").stat().st_mode) == 0o640
-    assert (tmp_path / "etcd" / "etcd-1.crt").read_bytes() == b"OTHER\n"
+    pki = make_pki(tmp_path / "pki")
+    ca, key = ca_of(pki)
+    host = node(pki, "etcd-1")
+    other = node(pki, "etcd-2", "10.0.0.2")
+    earlier = resign(host, ca, key, NOW - DAY)  # the same key pair, another certificate
+    root = tmp_path / "files"
+    for sub, name, cert, mode in (
+        ("pgsql", "same.crt", host, 0o640),
+        ("etcd", "earlier.crt", earlier, 0o644),
+        ("etcd", "other.crt", other, 0o644),
+    ):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub / name).write_bytes(pem(cert))
+        (root / sub / name).chmod(mode)
+    new = pem(resign(host, ca, key, NOW))
+    assert swap_local_copies(root, pem(host), new) == [
+        str(root / "etcd" / "earlier.crt"),
+        str(root / "pgsql" / "same.crt"),
+    ]
+    assert (root / "pgsql" / "same.crt").read_bytes() == new
+    assert (root / "etcd" / "earlier.crt").read_bytes() == new
+    assert stat.S_IMODE((root / "pgsql" / "same.crt").stat().st_mode) == 0o640
+    assert (root / "etcd" / "other.crt").read_bytes() == pem(other)
 
 
 # -- rotate-ca: state and rule ------------------------------------------------------------------

@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -155,22 +156,24 @@ def _local_entries(ctx: Context, trust: Trust, within: timedelta) -> list[CertEn
     return entries
 
 
-def survey(ctx: Context, within: timedelta) -> Survey:
-    """Everything, read only: the admin node's files, every member, every client host."""
+def survey(ctx: Context, within: timedelta, members: Sequence[Member] | None = None) -> Survey:
+    """Everything, read only: the admin node's files, every member (or those given: the
+    live ones), every client host."""
     trust = local_trust(ctx)
-    members: list[MemberCerts] = []
+    chosen = list(ctx.inventory.members if members is None else members)
+    reads: list[MemberCerts] = []
     clients: list[ClientCerts] = []
 
     # Members and PostgreSQL hosts at once: two pools, each of them parallel inside.
     def read_all() -> None:
-        members[:] = read_members(ctx, ctx.inventory.members)
+        reads[:] = read_members(ctx, chosen)
 
     thread = threading.Thread(target=read_all, daemon=True)
     thread.start()
     clients[:] = read_clients(ctx)
     thread.join()
-    result = Survey(trust, members, clients, _local_entries(ctx, trust, within))
-    for m in members:
+    result = Survey(trust, reads, clients, _local_entries(ctx, trust, within))
+    for m in reads:
         if m.error:
             result.entries.append(
                 CertEntry("node", m.member.ip, SERVER_CRT, "unreachable", m.error)
@@ -209,18 +212,25 @@ def window(days: int | None) -> timedelta:
 
 # -- writing certificates -----------------------------------------------------------------
 def swap_local_copies(root: Path, old: bytes, new: bytes) -> list[str]:
-    """The admin node's copies of a host certificate (same content) replaced by new."""
+    """The admin node's copies of a host certificate replaced by its successor: the files
+    holding a certificate for the same key and subject (the same certificate, or one
+    issued for that key pair before)."""
+    was = load_pems(old)[0]
     done = []
     for sub in COPY_DIRS:
         for path in sorted((root / sub).glob("*.crt")):
             try:
-                same = path.read_bytes().strip() == old.strip()
+                found = load_pems(path.read_bytes())
             except OSError:
                 continue
-            if same:
+            if found and same_holder(found[0], was):
                 _write_atomic(path, new, path.stat().st_mode & 0o777)
                 done.append(str(path))
     return done
+
+
+def same_holder(a: x509.Certificate, b: x509.Certificate) -> bool:
+    return a.subject == b.subject and _spki(a.public_key()) == _spki(b.public_key())
 
 
 @dataclass
@@ -353,13 +363,19 @@ class RenewResult:
 RENEWABLE = ("due", "expired")
 
 
-def renew(ctx: Context, within: timedelta, *, everything: bool = False) -> RenewResult:
+def renew(
+    ctx: Context,
+    within: timedelta,
+    *,
+    everything: bool = False,
+    members: Sequence[Member] | None = None,
+) -> RenewResult:
     """Re-sign every node and client certificate due within the window (all of them that
     the signing CA did not sign, with `everything`: rotate-ca's step), then verify."""
     report = ctx.report
     result = RenewResult(within.days)
     report.phase("certificates")
-    found = survey(ctx, within)
+    found = survey(ctx, within, members)
     for line in found.unreachable:
         report.warn(f"unreachable, not renewed: {line}")
         result.failed.append(line)

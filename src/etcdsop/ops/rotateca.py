@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -288,7 +289,7 @@ def hand_over(ctx: Context, member: Member, done: list[str]) -> None:
         raise GuardRefused(
             f"refusing to restart the leader {member.name}: no healthy follower to take over"
         )
-    healthy.sort(key=lambda m: not any(ip in u for u in m.client_urls for ip in done))
+    healthy.sort(key=lambda m: not any(urlsplit(u).hostname in done for u in m.client_urls))
     target = healthy[0]
     ctx.report.host(member.ip, f"leadership to {target.name or target.hex_id}", "start")
     client.move_leader(target.id, leader_endpoint=member.client_url)
@@ -367,7 +368,7 @@ def rotate(ctx: Context) -> RotateResult:
     report.phase("health")
     members = guard_healthy(ctx)
     ctx.connect(members)
-    found = survey(ctx, RENEW_BEFORE)
+    found = survey(ctx, RENEW_BEFORE, members)
     if found.unreachable:
         raise GuardRefused(
             "refusing to rotate the CA: a host that cannot be updated would be cut off: "
@@ -386,7 +387,7 @@ def rotate(ctx: Context) -> RotateResult:
     result.old, result.new, result.archive = short_fp(old), short_fp(new), rotation.archive
     if not rotation.done("bundle"):
         report.phase("trust old + new CA everywhere")
-        found = survey(ctx, RENEW_BEFORE)
+        found = survey(ctx, RENEW_BEFORE, members)
         push_trust(
             ctx,
             bundle(old, new),
@@ -404,7 +405,7 @@ def rotate(ctx: Context) -> RotateResult:
         report.phase("certificates re-issued by the new CA")
         _check_bundle_everywhere(ctx, members, rotation)
         local.switch(rotation)
-        renewed = renew(ctx, RENEW_BEFORE, everything=True)
+        renewed = renew(ctx, RENEW_BEFORE, everything=True, members=members)
         result.reissued += len(renewed.reissued)
         result.vip_restarted += renewed.restarted
         if renewed.failed:
@@ -417,7 +418,7 @@ def rotate(ctx: Context) -> RotateResult:
         local.save(rotation)
         result.phases.append("reissued")
     report.phase("trust the new CA alone")
-    found = survey(ctx, RENEW_BEFORE)
+    found = survey(ctx, RENEW_BEFORE, members)
     left = [
         e.where
         for e in found.entries
