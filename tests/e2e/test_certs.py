@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,6 @@ def cluster(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
 
 def pki_of(inv: Path) -> Path:
     return inv.parent / "files" / "pki"
-
-
-def host_cert(bed: Bed, ip: str, path: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(bed.ssh(ip, f"cat {path}").stdout.encode())
 
 
 def served_serial(ip: str, pki: Path) -> int:
@@ -92,36 +89,53 @@ def test_certs_lists_ca_members_admin_and_patroni(cluster: tuple[Bed, Path]) -> 
         assert by_where[f"{ip}:/pg/cert/ca.crt"]["kind"] == "trust"
 
 
+@dataclass(frozen=True)
+class Held:
+    """What a host runs and holds, in one round trip."""
+
+    pid: str  # MainPID of the unit
+    cert: x509.Certificate
+    key_sha: str
+    modes: str  # mode and owner of the cert and the key
+
+
+def held(bed: Bed, ip: str, unit: str, cert: str, key: str) -> Held:
+    script = (
+        f"systemctl show -p MainPID --value {unit}; sha256sum {key} | cut -d' ' -f1;"
+        f" stat -c '%a %U' {cert} {key} | tr '\\n' ' '; echo; cat {cert}"
+    )
+    pid, sha, modes, pem = bed.ssh(ip, script).stdout.split("\n", 3)
+    return Held(pid, x509.load_pem_x509_certificate(pem.encode()), sha, modes.strip())
+
+
 def test_renew_reissues_in_place_without_restarts(cluster: tuple[Bed, Path]) -> None:
     bed, inv = cluster
     ips, pki = bed.ips, pki_of(inv)
     members, pg = ips[:3], ips[3:5]
-    pids = {ip: main_pid(bed, ip, "etcd") for ip in members}
-    patroni = {ip: main_pid(bed, ip, "patroni") for ip in pg}
-    keys = {ip: bed.ssh(ip, "sha256sum /etc/etcd/server.key").stdout for ip in members}
-    before = {ip: host_cert(bed, ip, "/etc/etcd/server.crt") for ip in members}
-    clients = {ip: host_cert(bed, ip, "/pg/cert/server.crt") for ip in pg}
+    node_files = ("etcd", "/etc/etcd/server.crt", "/etc/etcd/server.key")
+    pg_files = ("patroni", "/pg/cert/server.crt", "/pg/cert/server.key")
+    before = {ip: held(bed, ip, *node_files) for ip in members}
+    before |= {ip: held(bed, ip, *pg_files) for ip in pg}
 
     renewed = run_cli("certs", "renew", "--within", "100000", "-y", "-i", str(inv), "--json")
     out = json.loads(renewed.stdout)
 
     assert out["failed"] == [], out
+    after = {ip: held(bed, ip, *node_files) for ip in members}
+    after |= {ip: held(bed, ip, *pg_files) for ip in pg}
+    for ip in members + pg:
+        assert after[ip].cert.serial_number != before[ip].cert.serial_number
+        # The same key: none was made or sent; file modes and owners as they were.
+        assert after[ip].cert.public_key() == before[ip].cert.public_key()
+        assert after[ip].key_sha == before[ip].key_sha
+        assert after[ip].modes == before[ip].modes
+        assert after[ip].pid == before[ip].pid  # neither etcd nor Patroni restarted
     for ip in members:
-        now = host_cert(bed, ip, "/etc/etcd/server.crt")
-        assert now.serial_number != before[ip].serial_number
-        assert now.public_key() == before[ip].public_key()  # same key: never sent anywhere
-        assert served_serial(ip, pki) == now.serial_number  # etcd re-read it per handshake
-        assert main_pid(bed, ip, "etcd") == pids[ip]  # no restart
-        assert bed.ssh(ip, "sha256sum /etc/etcd/server.key").stdout == keys[ip]
-        assert bed.ssh(ip, "stat -c '%a %U' /etc/etcd/server.crt /etc/etcd/server.key").stdout == (
-            "644 etcd\n600 etcd\n"
-        )
+        assert after[ip].modes == "644 etcd 600 etcd"
+        assert served_serial(ip, pki) == after[ip].cert.serial_number  # read per handshake
         # The admin node's copy is the host's certificate.
         copy = (pki / "etcd" / f"etcd-{members.index(ip) + 1}.crt").read_bytes()
-        assert x509.load_pem_x509_certificate(copy).serial_number == now.serial_number
-    for ip in pg:
-        assert host_cert(bed, ip, "/pg/cert/server.crt").serial_number != clients[ip].serial_number
-        assert main_pid(bed, ip, "patroni") == patroni[ip]
+        assert x509.load_pem_x509_certificate(copy) == after[ip].cert
     client = root(inv, members)
     client.put("/app/certs/after-renew", "ok")
     assert client.get("/app/certs/after-renew") == b"ok"
