@@ -531,9 +531,10 @@ def sandbox_status() -> None:
 
 
 def _register_more_commands() -> None:
-    from etcdsop import cli_dr, cli_maint, cli_reload
+    from etcdsop import cli_certs, cli_dr, cli_maint, cli_reload
 
     cli_reload.register(app)
+    cli_certs.register(app)
     cli_dr.register(app)
     cli_maint.register(app)
 

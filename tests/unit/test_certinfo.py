@@ -1,0 +1,307 @@
+"""`etcdsop certs`: judging certificates, re-signing them, rotate-ca's phases, state file,
+local CA files and the restart rule; the facts parsers of the hosts' files."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from etcdsop import pki as pki_mod
+from etcdsop.carotation import (
+    PHASES,
+    Rotation,
+    archive_name,
+    dump_state,
+    fingerprints,
+    next_phase,
+    parse_state,
+    trust_for,
+    unsafe_restart,
+)
+from etcdsop.certinfo import (
+    bundle,
+    describe,
+    due,
+    fingerprint,
+    judge_leaf,
+    judge_trust,
+    load_pems,
+    pem,
+    resign,
+    signer,
+)
+from etcdsop.clients.jobs import PgHostJob
+from etcdsop.errors import InputError
+from etcdsop.model import PgCluster, SshTarget
+from etcdsop.ops import rotateca
+from etcdsop.ops.certhosts import client_sets, parse_read
+from etcdsop.ops.certs import local_trust, swap_local_copies
+from etcdsop.pki import Pki
+
+NOW = datetime.now(timezone.utc)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def small_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RSA 4096 takes seconds per CA; the logic is the same with 2048.
+    monkeypatch.setattr(pki_mod, "CA_KEY_BITS", 2048)
+    monkeypatch.setattr(rotateca, "CA_KEY_BITS", 2048)
+
+
+def make_pki(root: Path, *, now: datetime = NOW) -> Pki:
+    pki = Pki(root, now=lambda: now)
+    pki.ensure_ca()
+    return pki
+
+
+def ca_of(pki: Pki) -> tuple[x509.Certificate, Any]:
+    cert = load_pems(pki.ca_cert_path.read_bytes())[0]
+    key = serialization.load_pem_private_key(pki.ca_key_path.read_bytes(), password=None)
+    return cert, key
+
+
+def node(pki: Pki, name: str = "etcd-1", ip: str = "10.0.0.1", days: int = 365) -> x509.Certificate:
+    return load_pems(pki.ensure_node(name, ip, days).cert_pem)[0]
+
+
+# -- judging ----------------------------------------------------------------------------------
+def test_judge_leaf_ok_due_expired_other_ca(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "a")
+    other = make_pki(tmp_path / "b")
+    ca, _ = ca_of(pki)
+    cert = node(pki, days=100)
+
+    def state(c: x509.Certificate, within: int, now: datetime = NOW, cas: Any = (ca,)) -> str:
+        return judge_leaf(describe("node", "h", "/p", c, now), c, cas, within * DAY, now).state
+
+    assert state(cert, 30) == "ok"
+    assert state(cert, 100) == "due"
+    assert state(cert, 30, now=NOW + 101 * DAY) == "expired"
+    assert state(cert, 30, cas=(ca_of(other)[0],)) == "other-ca"
+    entry = judge_leaf(describe("node", "h", "/p", cert, NOW), cert, (ca,), 30 * DAY, NOW)
+    assert entry.issuer == fingerprint(ca)[:8] and entry.where == "h:/p"
+    assert "IP:10.0.0.1" in entry.sans and entry.days_left in (99, 100)
+
+
+def test_a_leaf_that_ends_with_its_ca_is_never_due(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    ca, _ = ca_of(pki)
+    capped = node(pki, days=100 * 365)  # longer than the CA: capped at its end
+    assert capped.not_valid_after_utc == ca.not_valid_after_utc
+    assert not due(capped, ca, 100_000 * DAY, NOW)
+
+
+def test_trust_file_entries_name_another_ca(tmp_path: Path) -> None:
+    ca = ca_of(make_pki(tmp_path / "a"))[0]
+    other = ca_of(make_pki(tmp_path / "b"))[0]
+    assert judge_trust(describe("trust", "h", "/p", ca, NOW), ca, ca, NOW).state == "ok"
+    assert judge_trust(describe("trust", "h", "/p", other, NOW), other, ca, NOW).state == "other-ca"
+
+
+# -- re-signing -------------------------------------------------------------------------------
+def test_resign_keeps_key_subject_names_and_lifetime_under_another_ca(tmp_path: Path) -> None:
+    old = make_pki(tmp_path / "old")
+    new_ca, new_key = ca_of(make_pki(tmp_path / "new"))
+    cert = node(old, days=365)
+    again = resign(cert, new_ca, new_key, NOW)
+    assert signer(again, [new_ca]) is new_ca
+    assert signer(again, [ca_of(old)[0]]) is None
+    assert again.public_key() == cert.public_key()
+    assert again.subject == cert.subject
+    assert again.serial_number != cert.serial_number
+    ext = x509.SubjectAlternativeName
+    assert again.extensions.get_extension_for_class(ext) == cert.extensions.get_extension_for_class(
+        ext
+    )
+    lifetime = again.not_valid_after_utc - again.not_valid_before_utc
+    assert lifetime == cert.not_valid_after_utc - cert.not_valid_before_utc
+
+
+def test_bundle_keeps_order_and_drops_duplicates(tmp_path: Path) -> None:
+    a = ca_of(make_pki(tmp_path / "a"))[0]
+    b = ca_of(make_pki(tmp_path / "b"))[0]
+    both = bundle(b, a, b)
+    assert [fingerprint(c) for c in load_pems(both)] == [fingerprint(b), fingerprint(a)]
+    assert fingerprints(both) == {fingerprint(a), fingerprint(b)}
+    assert load_pems(b"not a pem") == []
+
+
+def test_admin_node_copies_follow_the_host_certificate(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    ca, key = ca_of(pki)
+    host = node(pki, "etcd-1")
+    other = node(pki, "etcd-2", "10.0.0.2")
+    earlier = resign(host, ca, key, NOW - DAY)  # the same key pair, another certificate
+    root = tmp_path / "files"
+    for sub, name, cert, mode in (
+        ("pgsql", "same.crt", host, 0o640),
+        ("etcd", "earlier.crt", earlier, 0o644),
+        ("etcd", "other.crt", other, 0o644),
+    ):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub / name).write_bytes(pem(cert))
+        (root / sub / name).chmod(mode)
+    new = pem(resign(host, ca, key, NOW))
+    assert swap_local_copies(root, pem(host), new) == [
+        str(root / "etcd" / "earlier.crt"),
+        str(root / "pgsql" / "same.crt"),
+    ]
+    assert (root / "pgsql" / "same.crt").read_bytes() == new
+    assert (root / "etcd" / "earlier.crt").read_bytes() == new
+    assert stat.S_IMODE((root / "pgsql" / "same.crt").stat().st_mode) == 0o640
+    assert (root / "etcd" / "other.crt").read_bytes() == pem(other)
+
+
+# -- rotate-ca: state and rule ------------------------------------------------------------------
+def test_phases_run_in_order_and_a_finished_rotation_starts_afresh() -> None:
+    assert next_phase(None) == "new-ca"
+    walked = []
+    rotation: Rotation | None = None
+    while rotation is None or not rotation.finished:
+        phase = next_phase(rotation)
+        walked.append(phase)
+        rotation = Rotation(phase, "o", "n", "ca-x")
+        assert rotation.done(phase) and all(rotation.done(p) for p in walked)
+    assert tuple(walked) == PHASES
+    assert next_phase(rotation) == "new-ca"
+    assert not Rotation("bundle", "o", "n", "a").done("reissued")
+
+
+def test_state_file_round_trip_and_damage_named() -> None:
+    rotation = Rotation("bundle", "aa", "bb", "ca-20260101-aaaaaaaa")
+    assert parse_state(dump_state(rotation).decode(), "x") == rotation
+    for bad in ("", "{}", '{"phase": "later", "old": 1, "new": 2, "archive": 3}', "[1]"):
+        with pytest.raises(InputError, match=r"rotation\.json"):
+            parse_state(bad, "/pki/ca/rotation.json")
+
+
+def test_trust_per_phase() -> None:
+    rotation = Rotation("new-ca", "old", "new", "ca-x")
+    assert trust_for(rotation, "bundle") == {"old", "new"}
+    assert trust_for(rotation, "reissued") == {"old", "new"}
+    assert trust_for(rotation, "done") == {"new"}
+
+
+def test_a_member_is_never_restarted_trusting_less_than_its_peers_certificates(
+    tmp_path: Path,
+) -> None:
+    old = make_pki(tmp_path / "old")
+    new = make_pki(tmp_path / "new")
+    old_ca, new_ca = ca_of(old)[0], ca_of(new)[0]
+    peers = {"etcd-1": node(old, "etcd-1"), "etcd-2": node(new, "etcd-2", "10.0.0.2")}
+    assert unsafe_restart([old_ca, new_ca], peers) == []  # the bundle: everyone
+    assert unsafe_restart([new_ca], peers) == ["etcd-1"]  # dropping the old CA too early
+    assert unsafe_restart([old_ca], peers) == ["etcd-2"]  # a rollback while certs are new
+    assert unsafe_restart([old_ca, new_ca], {"etcd-3": None}) == ["etcd-3"]
+
+
+def test_archive_name_is_dated_with_the_fingerprint(tmp_path: Path) -> None:
+    ca = ca_of(make_pki(tmp_path))[0]
+    name = archive_name(ca, datetime(2026, 12, 3, tzinfo=timezone.utc))
+    assert name == f"ca-20261203-{fingerprint(ca)[:8]}"
+
+
+# -- rotate-ca: the admin node's files ---------------------------------------------------------
+def fake_ctx(root: Path) -> Any:
+    return SimpleNamespace(pki_dir=root, pki=Pki(root), pki_hint=lambda: "hint")
+
+
+def test_local_ca_phases_keep_the_old_ca_and_switch_the_signer(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    old_ca, _ = ca_of(pki)
+    old_key = pki.ca_key_path.read_bytes()
+    local = rotateca.LocalCa(fake_ctx(tmp_path))
+    rotation, was, new = local.begin()
+    assert fingerprint(was) == fingerprint(old_ca) == rotation.old
+    archive = tmp_path / "ca" / f"{rotation.archive}"
+    assert archive.with_suffix(".key").read_bytes() == old_key
+    assert stat.S_IMODE(archive.with_suffix(".key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(local.next_key.stat().st_mode) == 0o600
+    # old still signs, both are trusted
+    assert [fingerprint(c) for c in local_trust(fake_ctx(tmp_path)).cas] == [
+        rotation.old,
+        rotation.new,
+    ]
+    assert local.state() == rotation
+    # An interrupted begin (state lost) re-uses the new CA it made.
+    local.state_path.unlink()
+    again, _, new_again = local.begin()
+    assert again.new == rotation.new and fingerprint(new_again) == fingerprint(new)
+    local.switch(again)
+    local.switch(again)  # idempotent
+    trust = local_trust(fake_ctx(tmp_path))
+    assert [fingerprint(c) for c in trust.cas] == [rotation.new, rotation.old]
+    issued = Pki(tmp_path).ensure_admin()  # pki.py signs with the new CA now
+    assert signer(load_pems(issued.cert_pem)[0], [new]) is not None
+    local.finish(again)
+    assert fingerprints(local.crt.read_bytes()) == {rotation.new}
+    assert not local.next_crt.exists() and not local.next_key.exists()
+    assert archive.with_suffix(".crt").exists()  # never deleted
+    assert fingerprint(local.cas(again)[1]) == fingerprint(new)
+
+
+def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    other = ca_of(make_pki(tmp_path / "other"))[0]
+    pki.ca_cert_path.write_bytes(pki.ca_cert_path.read_bytes() + pem(other))
+    with pytest.raises(InputError, match="no rotation is under way"):
+        rotateca.LocalCa(fake_ctx(tmp_path)).begin()
+
+
+# -- facts of the hosts --------------------------------------------------------------------------
+def test_parse_read_files_keys_and_units() -> None:
+    b64 = base64.b64encode(b"PEM").decode()
+    text = (
+        f"file /etc/etcd/ca.crt /etc/etcd/ca.crt 12 {b64}\n"
+        "missing /etc/etcd/server.crt\n"
+        "keymatch /etc/etcd/server.crt yes\n"
+        "unit etcd active 321 40\n"
+        "unit vip-manager inactive 0 -\n"
+    )
+    read = parse_read(text)
+    assert read.files["/etc/etcd/ca.crt"].content == b"PEM"
+    assert read.files["/etc/etcd/ca.crt"].age == 12
+    assert "/etc/etcd/server.crt" not in read.files
+    assert read.keymatch == {"/etc/etcd/server.crt": True}
+    assert read.units["etcd"].runs == 40 and read.units["etcd"].pid == 321
+    assert read.units["vip-manager"].runs is None
+
+
+def test_client_sets_from_patroni_and_vip_manager() -> None:
+    cluster = PgCluster("pg-test", "pg-test", ("10.0.0.5",), "/pg", "pw", True)
+    job = PgHostJob(
+        "10.0.0.5",
+        SshTarget("10.0.0.5"),
+        cluster,
+        True,
+        None,
+        "/etc/default/vip-manager.yml",
+        ("/etc/etcd-client/ca.crt", "/etc/etcd-client/client.crt", "/etc/etcd-client/client.key"),
+        True,
+        "postgres",
+    )
+    patroni = (
+        b"etcd3:\n  cacert: /pg/cert/ca.crt\n  cert: /pg/cert/server.crt\n"
+        b"  key: /pg/cert/server.key\n"
+    )
+    vip = (
+        b"etcd-ca-file: /pg/cert/ca.crt\netcd-cert-file: /pg/cert/server.crt\n"
+        b"etcd-key-file: /pg/cert/server.key\n"
+    )
+    (only,) = client_sets(job, patroni, vip)
+    assert only.users == ("patroni", "vip-manager") and only.cert == "/pg/cert/server.crt"
+    vip_elsewhere = vip.replace(b"/pg/cert/", b"/etc/vip/")
+    assert [s.users for s in client_sets(job, patroni, vip_elsewhere)] == [
+        ("patroni",),
+        ("vip-manager",),
+    ]
+    assert client_sets(job, b"etcd3: {cacert: 'rel/ca.crt'}", None) == []
