@@ -24,7 +24,7 @@ from etcdsop.errors import ClusterError
 from etcdsop.etcd import EtcdClient, TlsFiles
 from etcdsop.pki import Pki
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.etcd_matrix]
 
 ELECTION_S = 1.0  # the inventory's etcd_election_timeout (Pigsty's default, 1000 ms)
 

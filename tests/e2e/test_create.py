@@ -18,7 +18,7 @@ from tests.e2e.conftest import ETCD, PASSWORD, Bed, run_cli
 from etcdsop.etcd import EtcdApiError, EtcdClient, TlsFiles
 from etcdsop.pki import cert_sans
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.etcd_matrix]
 
 
 def tls(inventory: Path) -> TlsFiles:

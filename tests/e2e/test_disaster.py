@@ -23,7 +23,7 @@ from etcdsop.backups import sha256_file
 from etcdsop.etcd import EtcdClient
 from etcdsop.sandbox.net import Layout
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.etcd_matrix]
 
 KEYS = {f"/app/dr/{i:03d}": f"value-{i}" for i in range(300)}
 

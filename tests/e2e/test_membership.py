@@ -18,7 +18,7 @@ from etcdsop.etcd import EtcdClient, MemberInfo
 from etcdsop.snapshot import verify_snapshot
 from etcdsop.waits import retry_etcd
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.etcd_matrix]
 
 KEYS = {f"/app/key/{i:04d}": f"value-{i}" for i in range(1000)}
 

@@ -180,6 +180,7 @@ def links(bed: Bed, ip: str, paths: str) -> str:
     return bed.ssh(ip, script).stdout
 
 
+@pytest.mark.etcd_matrix
 def test_replace_every_member_patroni_keeps_its_leader(pg: tuple[Bed, Path]) -> None:
     bed, inv = pg
     ips, where = bed.ips, inv.parent
