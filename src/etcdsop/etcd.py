@@ -139,6 +139,15 @@ class EndpointStatus:
 
 
 @dataclass(frozen=True)
+class VersionInfo:
+    """GET /version: the member's binary and the cluster version its leader decided
+    (the lowest minor every member runs, as "3.4.0"; "not_decided" right after a start)."""
+
+    server: str
+    cluster: str
+
+
+@dataclass(frozen=True)
 class Alarm:
     """An active alarm: NOSPACE (db over quota-backend-bytes) or CORRUPT, per member."""
 
@@ -506,6 +515,20 @@ class EtcdClient:
             return resp.status == 200 and json.loads(resp.data).get("health") in ("true", True)
         except (urllib3.exceptions.HTTPError, ValueError):
             return False
+
+    def version(self, endpoint: str) -> VersionInfo:
+        """The member's server and cluster version (GET /version, not protected by RBAC)."""
+        try:
+            resp = self._pool.request("GET", endpoint + "/version")
+        except urllib3.exceptions.HTTPError as exc:
+            raise transport_error(endpoint, exc) from exc
+        try:
+            data = json.loads(resp.data or b"{}")
+        except ValueError as exc:
+            raise EtcdUnreachable(f"{endpoint}: not an etcd answer (HTTP {resp.status})") from exc
+        if resp.status != 200 or not isinstance(data, dict) or "etcdserver" not in data:
+            raise EtcdUnreachable(f"{endpoint}: no version answer (HTTP {resp.status})")
+        return VersionInfo(str(data["etcdserver"]), str(data.get("etcdcluster", "")))
 
     def peer_state(self, peer_url: str, timeout: float = 0.5) -> str:
         """Does etcd serve its peer port yet? "serving"; "starting" (nothing listens yet,
