@@ -166,6 +166,37 @@ def _lt(version: Version) -> bool:
     return (version.major, version.minor, version.patch) < MIN_BEFORE_36
 
 
+# etcd 3.4.42, 3.5.28 and 3.6.9 (CVE fixes) serve the member list and lease keepalive
+# only to authenticated clients. Patroni authenticates for them from 4.1.1 on (its
+# release notes); an older Patroni on an etcd with auth enabled can no longer list the
+# members, nor keep its leader key's lease alive: its leader key expires.
+AUTH_GATED = {(3, 4): 42, (3, 5): 28, (3, 6): 9}
+PATRONI_AUTH_READY = Version(4, 1, 1)
+
+
+def auth_gated(version: Version) -> bool:
+    """Whether this etcd refuses the member list and lease keepalive without a login."""
+    patch = AUTH_GATED.get(version.line)
+    if patch is None:
+        return version.line > max(AUTH_GATED)
+    return version.patch >= patch
+
+
+def patroni_refusal(target: Version, patroni: Mapping[str, Version]) -> str | None:
+    """Why Patroni (host label -> its version) would break on target, or None."""
+    old = [f"{v} on {host}" for host, v in sorted(patroni.items()) if v < PATRONI_AUTH_READY]
+    if not old or not auth_gated(target):
+        return None
+    below = f"{target.line_text}.{AUTH_GATED[target.line] - 1}" if target.line in AUTH_GATED else ""
+    older = f", or give --to {below} or older" if below else ""
+    return (
+        f"refusing to upgrade to {target}: Patroni {', '.join(old)} would lose etcd: etcd "
+        "3.4.42, 3.5.28 and 3.6.9 serve the member list and lease keepalive only to "
+        f"authenticated clients, which Patroni does from {PATRONI_AUTH_READY} on (its leader "
+        f"key would expire): upgrade Patroni first{older}; nothing was changed"
+    )
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A member still to go (the live view of one step)."""

@@ -11,6 +11,7 @@ from etcdsop.versions import (
     Candidate,
     Target,
     Version,
+    auth_gated,
     check_before_36,
     check_not_older,
     choose_target,
@@ -18,6 +19,7 @@ from etcdsop.versions import (
     debian_key,
     next_member,
     parse_target,
+    patroni_refusal,
     pick_package_version,
     planned_order,
 )
@@ -201,3 +203,33 @@ def test_hosts_etcdsop_cannot_upgrade_through_apt_are_refused_with_why() -> None
 def test_v2_and_experimental_lines_of_etcd_conf_are_kept_for_the_36_check() -> None:
     facts = parse_facts("h", BOOKWORM + "conf enable-v2: true\nconf experimental-x: 1\n")
     assert facts.conf_lines == ["enable-v2: true", "experimental-x: 1"]
+
+
+@pytest.mark.parametrize(
+    ("version", "gated"),
+    [
+        ("3.4.23", False),
+        ("3.4.42", True),
+        ("3.5.16", False),
+        ("3.5.27", False),
+        ("3.5.28", True),
+        ("3.5.30", True),
+        ("3.6.8", False),
+        ("3.6.9", True),
+        ("3.7.0", True),
+    ],
+)
+def test_the_etcd_releases_that_ask_a_login_for_the_member_list(version: str, gated: bool) -> None:
+    parsed = V(version)
+    assert parsed is not None
+    assert auth_gated(parsed) is gated
+
+
+def test_a_patroni_older_than_4_1_1_refuses_an_auth_gated_target() -> None:
+    old = {"10.0.0.5 (pg-test)": Version(3, 0, 2), "10.0.0.6 (pg-test)": Version(4, 1, 1)}
+    said = patroni_refusal(Version(3, 5, 30), old)
+    assert said is not None
+    assert "Patroni 3.0.2 on 10.0.0.5 (pg-test) would lose etcd" in said
+    assert "upgrade Patroni first, or give --to 3.5.27 or older; nothing was changed" in said
+    assert patroni_refusal(Version(3, 5, 16), old) is None  # before the CVE fixes
+    assert patroni_refusal(Version(3, 5, 30), {"h": Version(4, 1, 1)}) is None

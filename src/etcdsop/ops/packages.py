@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from etcdsop.errors import ClusterError
 from etcdsop.remote import RemoteHost
 from etcdsop.render import ETCD_CONF, UNIT
+from etcdsop.versions import Version
 
 BINARIES = ("/usr/bin/etcd", "/usr/bin/etcdctl", "/usr/bin/etcdutl")
 
@@ -103,6 +104,15 @@ def parse_facts(host: str, text: str) -> PackageFacts:
 def gather(host: RemoteHost) -> PackageFacts:
     script = _FACTS.replace("$BINARIES", " ".join(BINARIES)).replace("$CONF", ETCD_CONF)
     return parse_facts(host.label, host.run(["sh", "-c", script], timeout=60).stdout)
+
+
+def patroni_version(host: RemoteHost) -> Version | None:
+    """The Patroni this PostgreSQL host runs (`patroni --version`), None without one."""
+    result = host.run(
+        ["sh", "-c", "command -v patroni >/dev/null || exit 0; patroni --version"], timeout=60
+    )
+    words = result.stdout.split()
+    return Version.parse(words[-1]) if words else None
 
 
 def v2store_refusal(host: RemoteHost, data_dir: str) -> str | None:

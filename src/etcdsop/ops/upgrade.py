@@ -24,19 +24,23 @@ from etcdsop.etcd import (
     EtcdOutcomeUnknown,
     MemberInfo,
 )
-from etcdsop.model import Member
+from etcdsop.model import Member, PgCluster
 from etcdsop.ops import packages
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.remote import run_parallel
 from etcdsop.versions import (
+    PATRONI_AUTH_READY,
     Candidate,
     Target,
     Version,
+    auth_gated,
     check_before_36,
     check_not_older,
     choose_target,
     cluster_reached,
     next_member,
     parse_target,
+    patroni_refusal,
     pick_package_version,
     planned_order,
 )
@@ -132,6 +136,8 @@ class Upgrade:
         self.result.warnings = check_before_36(target, running)
         if target.line == (3, 6):
             self._check_for_36()
+        if auth_gated(target) and not all(auth_gated(v) for v in running.values()):
+            self._check_patroni(target)
         self.result.target = str(target)
         self.result.package_version = package_version
         self.result.packages = sorted({p for f in self.facts.values() for p in f.packages})
@@ -254,6 +260,35 @@ class Upgrade:
                 refusal = packages.v2store_refusal(self.ctx.host(member), member.data_dir)
                 if refusal:
                     raise GuardRefused(f"refusing to upgrade to 3.6: {refusal}")
+
+    def _check_patroni(self, target: Version) -> None:
+        """The inventory's Patroni must authenticate where the target etcd asks it to."""
+        hosts = [(c, h) for c in self.ctx.inventory.pg_clusters for h in c.hosts]
+        if not hosts:
+            return
+        self.ctx.report.phase(f"check Patroni on {len(hosts)} PostgreSQL host(s)")
+
+        def ask(item: tuple[PgCluster, str]) -> Version | None:
+            cluster, name = item
+            return packages.patroni_version(self.ctx.remote(name, cluster.ssh[name]))
+
+        answers = run_parallel(hosts, ask, forks=self.ctx.options.forks, key=lambda i: i[1])
+        found: dict[str, Version] = {}
+        for cluster, name in hosts:
+            answer = answers[name]
+            if isinstance(answer, ClusterError):
+                raise GuardRefused(
+                    f"refusing to upgrade to {target}: cannot ask {name} ({cluster.name}) "
+                    f"which Patroni it runs ({answer.message}); etcd {target} needs Patroni "
+                    f"{PATRONI_AUTH_READY} or later: bring the host back, or remove it from "
+                    "the inventory if it is gone"
+                )
+            if isinstance(answer, Version):
+                found[f"{name} ({cluster.name})"] = answer
+                self.ctx.report.host(name, f"Patroni {answer}")
+        refusal = patroni_refusal(target, found)
+        if refusal:
+            raise GuardRefused(refusal)
 
     # -- the leader ----------------------------------------------------------------
     def _leader_id(self) -> int:
