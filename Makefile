@@ -8,9 +8,11 @@ SANDBOX_INVENTORY = /var/lib/etcdsop/sandbox/inventory.yml
 
 setup:
 	@if ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null \
-	    || ! command -v ssh >/dev/null || ! command -v nft >/dev/null; then \
+	    || ! command -v ssh >/dev/null || ! command -v nft >/dev/null \
+	    || ! test -e /usr/share/keyrings/debian-archive-keyring.gpg; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	    systemd-container debootstrap iproute2 openssh-client nftables; fi
+	    systemd-container debootstrap iproute2 openssh-client nftables \
+	    debian-archive-keyring gpgv; fi
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
 demo: setup
@@ -29,8 +31,11 @@ lint:
 unit:
 	$(PYTHON) -m pytest -m 'not e2e' -q
 
+# The whole suite on etcd 3.4 (Debian bookworm's), then the tests marked etcd_matrix
+# (create, add, rm, reload with Patroni, restore) on etcd 3.5 hosts.
 test: setup lint
 	$(PYTHON) -m pytest -q --durations=20 -n 2 --dist loadfile
+	ETCDSOP_TEST_ETCD=3.5 $(PYTHON) -m pytest -q --durations=10 -n 2 --dist loadfile -m etcd_matrix
 
 bench: setup
 	$(PYTHON) bench/run.py

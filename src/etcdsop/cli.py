@@ -425,6 +425,14 @@ def sandbox_up(
             help="Hosts also carry PostgreSQL 15, Patroni and vip-manager (another base image).",
         ),
     ] = False,
+    etcd: Annotated[
+        str,
+        typer.Option(
+            "--etcd",
+            metavar="3.4|3.5",
+            help="etcd on the hosts: Debian bookworm's 3.4.23 or trixie's 3.5.16.",
+        ),
+    ] = "3.4",
 ) -> None:
     """Boot COUNT local hosts and write an inventory for them."""
     with errors_to_exit_codes():
@@ -438,6 +446,7 @@ def sandbox_up(
             progress=lambda line: err.print(f"  {line}"),
             extra_packages=POSTGRES_PACKAGES if with_postgres else (),
             subnet_index=sandbox.subnet_from_env(),
+            etcd=etcd,
         )
         paths = sandbox.paths()
         for h in hosts:

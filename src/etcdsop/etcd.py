@@ -139,15 +139,6 @@ class EndpointStatus:
 
 
 @dataclass(frozen=True)
-class VersionInfo:
-    """GET /version: the member's binary and the cluster version its leader decided
-    (the lowest minor every member runs, as "3.4.0"; "not_decided" right after a start)."""
-
-    server: str
-    cluster: str
-
-
-@dataclass(frozen=True)
 class Alarm:
     """An active alarm: NOSPACE (db over quota-backend-bytes) or CORRUPT, per member."""
 
@@ -516,19 +507,22 @@ class EtcdClient:
         except (urllib3.exceptions.HTTPError, ValueError):
             return False
 
-    def version(self, endpoint: str) -> VersionInfo:
-        """The member's server and cluster version (GET /version, not protected by RBAC)."""
+    def versions(self, endpoint: str) -> tuple[str, str]:
+        """(this member's etcd version, the cluster version) from /version (no RBAC).
+
+        The cluster version is the minor all members run, as "3.4.0": it moves up only
+        once every member runs the newer minor, and never down.
+        """
         try:
             resp = self._pool.request("GET", endpoint + "/version")
+            data = json.loads(resp.data)
         except urllib3.exceptions.HTTPError as exc:
             raise transport_error(endpoint, exc) from exc
-        try:
-            data = json.loads(resp.data or b"{}")
         except ValueError as exc:
-            raise EtcdUnreachable(f"{endpoint}: not an etcd answer (HTTP {resp.status})") from exc
-        if resp.status != 200 or not isinstance(data, dict) or "etcdserver" not in data:
-            raise EtcdUnreachable(f"{endpoint}: no version answer (HTTP {resp.status})")
-        return VersionInfo(str(data["etcdserver"]), str(data.get("etcdcluster", "")))
+            raise ClusterError(f"{endpoint}: /version is not JSON") from exc
+        if resp.status != 200 or not isinstance(data, dict):
+            raise ClusterError(f"{endpoint}: /version answered HTTP {resp.status}")
+        return str(data.get("etcdserver", "")), str(data.get("etcdcluster", ""))
 
     def peer_state(self, peer_url: str, timeout: float = 0.5) -> str:
         """Does etcd serve its peer port yet? "serving"; "starting" (nothing listens yet,

@@ -145,7 +145,7 @@ def members(
                 "version",
                 "cluster",
                 f"mixed etcd versions ({each})",
-                "finish the upgrade: one minor version at a time, the leader last",
+                "finish the upgrade: etcdsop upgrade (one minor at a time, the leader last)",
             )
         )
     live_peers = {m.peer_url for m in live}

@@ -75,7 +75,10 @@ class StatusView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         result = self.result
-        yield f"etcd cluster [bold]{escape(result.cluster)}[/] ({result.cluster_id or 'down'})"
+        title = f"etcd cluster [bold]{escape(result.cluster)}[/] ({result.cluster_id or 'down'})"
+        if result.cluster_version:
+            title += f", cluster version {escape(result.cluster_version)}"
+        yield title
         if result.members:
             table, hidden = fit_table(result, options.max_width, console, self.previous)
             yield table

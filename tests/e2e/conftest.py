@@ -22,13 +22,17 @@ from etcdsop import sandbox
 from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
 # Under pytest-xdist (`make test` runs two workers) each worker has its own sandbox:
-# worker N on subnet 2+N, in its own state dir.
+# worker N on subnet 2+N, in its own state dir. ETCDSOP_TEST_ETCD=3.5 runs on etcd 3.5
+# hosts, in sandboxes of their own (10 subnets up), so 3.4 ones may stay up beside them.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+ETCD = os.environ.get("ETCDSOP_TEST_ETCD", "3.4")
+_OTHER_ETCD = ETCD != "3.4"
 SANDBOX_DIR = Path(
     os.environ.get("ETCDSOP_TEST_SANDBOX_DIR", "/var/lib/etcdsop/test-sandbox")
+    + (f"-etcd{ETCD}" if _OTHER_ETCD else "")
     + (f"-w{WORKER}" if WORKER else "")
 )
-SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2")) + WORKER
+SUBNET_INDEX = int(os.environ.get("ETCDSOP_TEST_SUBNET", "2")) + WORKER + (10 if _OTHER_ETCD else 0)
 # One base for every e2e test, the one of `sandbox up --with-postgres`: real Patroni and
 # vip-manager clients too (never auto-started), and sudo for the non-root login tests.
 PG_PACKAGES = POSTGRES_PACKAGES
@@ -126,7 +130,11 @@ def bed() -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (systemd-nspawn hosts); run: make test")
     hosts = sandbox.up(
-        HOST_COUNT, state_dir=SANDBOX_DIR, subnet_index=SUBNET_INDEX, extra_packages=PG_PACKAGES
+        HOST_COUNT,
+        state_dir=SANDBOX_DIR,
+        subnet_index=SUBNET_INDEX,
+        extra_packages=PG_PACKAGES,
+        etcd=ETCD,
     )
     yield Bed(sandbox.paths(SANDBOX_DIR), [h.ip for h in hosts])
     if not os.environ.get("ETCDSOP_KEEP_SANDBOX"):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import PASSWORD, Bed, run_cli
+from tests.e2e.conftest import ETCD, PASSWORD, Bed, run_cli
 
 from etcdsop.etcd import EtcdApiError, EtcdClient, TlsFiles
 from etcdsop.pki import cert_sans
@@ -325,7 +325,8 @@ def test_status_reports_members_and_fails_when_unhealthy(
     assert (data["voters"], data["quorum"], data["tolerates"]) == (3, 2, 1)
     assert sorted(m["name"] for m in data["members"]) == ["etcd-1", "etcd-2", "etcd-3"]
     assert sum(m["leader"] for m in data["members"]) == 1
-    assert all(m["version"].startswith("3.") and m["raft_index"] > 0 for m in data["members"])
+    assert all(m["version"].startswith(f"{ETCD}.") and m["raft_index"] > 0 for m in data["members"])
+    assert data["cluster_version"] == f"{ETCD}.0"
 
     bed.ssh(ips[2], "systemctl stop etcd")
     proc = run_cli("status", "-i", str(inventory), "--json", check=False)

@@ -73,6 +73,9 @@ def test_cache_key_follows_the_package_list() -> None:
     extra = rootfs.package_list(["patroni"])
     assert rootfs.cache_key(plain) != rootfs.cache_key(extra)
     assert rootfs.cache_key(plain) == rootfs.cache_key(rootfs.package_list(["etcd-server"]))
+    assert rootfs.cache_key(plain, "3.5") != rootfs.cache_key(plain)
+    with pytest.raises(InputError, match=r"3\.4, 3\.5"):
+        rootfs.check_etcd_version("3.6")
     with pytest.raises(InputError):
         rootfs.package_list(["--option"])
 

@@ -53,6 +53,7 @@ class StatusResult:
     tolerates: int = 0
     leaders: int = 0
     auth_enabled: bool | None = None  # None: could not be asked
+    cluster_version: str | None = None  # the minor every member runs, "3.5.0"
     notes: list[str] = field(default_factory=list)  # inventory vs live disagreements
     alarms: list[dict[str, str]] = field(default_factory=list)  # {member, name, alarm}
 
@@ -135,6 +136,28 @@ def _add_alarms(
     ]
 
 
+# etcd's minors past their end of support (etcd supports the two newest minors).
+END_OF_SUPPORT = {"3.4": "June 2026", "3.3": "2022"}
+
+
+def _add_versions(client: EtcdClient, result: StatusResult) -> None:
+    """The cluster version, from the first healthy member; notes for what it means."""
+    for row in result.members:
+        if row.healthy and row.client_urls:
+            try:
+                result.cluster_version = client.versions(row.client_urls[0])[1] or None
+                break
+            except ClusterError:
+                continue
+    major, _, low = (result.cluster_version or "").partition(".")
+    minor = f"{major}.{low.partition('.')[0]}"
+    if minor in END_OF_SUPPORT:
+        result.notes.append(
+            f"etcd {minor} reached its end of support in {END_OF_SUPPORT[minor]}: "
+            f"etcdsop upgrade moves the cluster to {major}.{int(low.partition('.')[0]) + 1}"
+        )
+
+
 def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
     inventory = ctx.inventory
     view = ctx.probe()
@@ -206,6 +229,7 @@ def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
         result.notes.append(f"auth state unknown: {exc.message}")
     with_leader = {f"{a[0].member_id:x}" for a in answers.values() if a[0] and a[0].leader}
     _add_alarms(ctx, view, result, with_leader)
+    _add_versions(client, result)
     if result.auth_enabled is False:
         result.notes.append(
             "auth is disabled: anyone with a client certificate can write; "

@@ -217,12 +217,12 @@ class Upgrade:
     def _cluster_version(self) -> Version:
         for member in self.members:
             try:
-                info = self.client.version(member.client_url)
+                _, cluster = self.client.versions(member.client_url)
             except ClusterError:
                 continue
-            found = Version.parse(info.cluster)
+            found = Version.parse(cluster)
             if found is not None:
-                self.result.cluster_version_before = info.cluster
+                self.result.cluster_version_before = cluster
                 return found
         raise ClusterError(
             "no member says the cluster version yet (GET /version: not_decided): "
@@ -458,7 +458,7 @@ class Upgrade:
         def reached() -> str | None:
             for member in self.members:
                 try:
-                    cluster = self.client.version(member.client_url).cluster
+                    _, cluster = self.client.versions(member.client_url)
                 except ClusterError:
                     continue
                 return cluster if cluster_reached(cluster, self.target) else None

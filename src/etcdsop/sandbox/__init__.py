@@ -26,7 +26,8 @@ from . import hosts as _hosts
 from . import net as _net
 from . import postgres as _postgres
 from ._proc import Progress, mounts_under, unmount_all_under, wait_until
-from .rootfs import POSTGRES_PACKAGES, cache_key, ensure_base, package_list
+from .etcdrepo import DEFAULT_ETCD
+from .rootfs import POSTGRES_PACKAGES, cache_key, check_etcd_version, ensure_base, package_list
 from .shell import Shell
 from .state import (
     PG_HOSTS,
@@ -167,13 +168,15 @@ def up(
     extra_packages: Sequence[str] = (),
     subnet_index: int = 0,
     ready_timeout: float = _hosts.READY_TIMEOUT,
+    etcd: str = DEFAULT_ETCD,
 ) -> list[SandboxHost]:
     """Have hosts h1..h<count> running (keeps running ones, boots the missing ones).
 
     subnet_index N selects bridge etcdsop-brN and 198.18.N.0/24, so a second sandbox
-    (tests) can run beside the default one (N=0).
+    (tests) can run beside the default one (N=0). etcd is "3.4" (bookworm's) or "3.5".
     """
     check_supported()
+    check_etcd_version(etcd)
     if not 1 <= count <= _net.MAX_HOSTS:
         raise InputError(f"sandbox: host count must be 1..{_net.MAX_HOSTS}, not {count}")
     layout = _net.Layout(subnet_index)
@@ -185,7 +188,7 @@ def up(
     _net.check_bridge_free(layout, owner=str(p.state_dir))
     with _locked(p):
         state = load_state(p)
-        key = cache_key(package_list(extra_packages))
+        key = cache_key(package_list(extra_packages), etcd)
         if state is not None and state.subnet_index != subnet_index:
             raise InputError(
                 f"sandbox: {p.state_dir} holds a sandbox on subnet index {state.subnet_index}, "
@@ -193,9 +196,10 @@ def up(
             )
         if state is not None and state.pids and state.base_key not in ("", key):
             raise InputError(
-                "sandbox: its hosts use a base rootfs with other extra packages; run `down` first"
+                "sandbox: its hosts run another base rootfs (etcd version or extra packages); "
+                "run `down` first"
             )
-        base = ensure_base(extra_packages, say)
+        base = ensure_base(extra_packages, say, etcd)
         if state is None:
             state = State(subnet_index=subnet_index)
         state.rootfs, state.base_key = str(base.rootfs), base.key

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from etcdsop.errors import ClusterError, InputError
 
+from . import etcdrepo
 from ._proc import Progress, file_lock, run, tail, unmount_all_under
 
 SUITE = "bookworm"
@@ -39,7 +40,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
 )
 # Bump when the preparation below changes, so older bases are not reused.
-PREP_VERSION = 2
+PREP_VERSION = 3
+# What debootstrap leaves out on a base whose etcd comes from the local repository.
+ETCD_PACKAGES = ("etcd-server", "etcd-client")
 DEFAULT_CACHE = Path("/var/cache/etcdsop/rootfs-bookworm")
 BUILD_TIMEOUT = 1800.0
 LOCK_TIMEOUT = 2400.0
@@ -67,6 +70,7 @@ class Base:
     key: str
     rootfs: Path
     packages: tuple[str, ...]
+    etcd: str
 
 
 def cache_root() -> Path:
@@ -80,11 +84,23 @@ def package_list(extra_packages: Sequence[str] = ()) -> tuple[str, ...]:
     return tuple(sorted(set(BASE_PACKAGES) | set(extra_packages)))
 
 
-def cache_key(packages: Sequence[str]) -> str:
-    blob = json.dumps(
-        {"suite": SUITE, "variant": VARIANT, "packages": sorted(packages), "prep": PREP_VERSION},
-        sort_keys=True,
-    )
+def check_etcd_version(etcd: str) -> None:
+    if etcd not in etcdrepo.ETCD_VERSIONS:
+        raise InputError(
+            f"sandbox: etcd {etcd!r} is not offered; use one of {', '.join(etcdrepo.ETCD_VERSIONS)}"
+        )
+
+
+def cache_key(packages: Sequence[str], etcd: str = etcdrepo.DEFAULT_ETCD) -> str:
+    fields: dict[str, object] = {
+        "suite": SUITE,
+        "variant": VARIANT,
+        "packages": sorted(packages),
+        "prep": PREP_VERSION,
+    }
+    if etcd != etcdrepo.DEFAULT_ETCD:
+        fields["etcd"] = etcd
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -187,47 +203,63 @@ def _read_stamp(unit: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def find_base(packages: Sequence[str]) -> Base | None:
-    key = cache_key(packages)
+def find_base(packages: Sequence[str], etcd: str = etcdrepo.DEFAULT_ETCD) -> Base | None:
+    key = cache_key(packages, etcd)
     unit = cache_root() / key
     stamp = _read_stamp(unit)
     if stamp is None or stamp.get("packages") != sorted(packages):
         return None
+    if stamp.get("etcd", etcdrepo.DEFAULT_ETCD) != etcd:
+        return None
     if not (unit / "rootfs" / "usr" / "bin" / "etcd").exists():
         return None
-    return Base(key=key, rootfs=unit / "rootfs", packages=tuple(packages))
+    return Base(key=key, rootfs=unit / "rootfs", packages=tuple(packages), etcd=etcd)
 
 
-def ensure_base(extra_packages: Sequence[str] = (), progress: Progress | None = None) -> Base:
-    """Return the cached base for this package list, building it first when missing."""
+def ensure_base(
+    extra_packages: Sequence[str] = (),
+    progress: Progress | None = None,
+    etcd: str = etcdrepo.DEFAULT_ETCD,
+) -> Base:
+    """Return the cached base for this package list and etcd, building it when missing."""
+    check_etcd_version(etcd)
     packages = package_list(extra_packages)
-    base = find_base(packages)
+    base = find_base(packages, etcd)
     if base is not None:
         return base
     root = cache_root()
     with _locked(root) as lock_fd:
-        base = find_base(packages)  # another process may have built it meanwhile
+        base = find_base(packages, etcd)  # another process may have built it meanwhile
         if base is not None:
             return base
         for stale in root.glob(".build-*"):
             unmount_all_under(stale, what="sandbox: removing an interrupted rootfs build")
             shutil.rmtree(stale, ignore_errors=True)
-        key = cache_key(packages)
+        key = cache_key(packages, etcd)
         build = root / f".build-{key}-{os.getpid()}"
         unit = root / key
         mirror = find_mirror()
         if progress:
-            progress(f"building the base rootfs from {mirror} (once; about a minute)")
+            progress(f"building the etcd {etcd} base rootfs from {mirror} (once; about a minute)")
         started = time.monotonic()
         try:
             build.mkdir(parents=True)
-            _debootstrap(build / "rootfs", packages, mirror, lock_fd)
+            debs = etcdrepo.fetch(mirror, root / "debs" / etcdrepo.SUITE)
+            # A 3.5 base gets etcd from the repository only, as a fresh install.
+            from_repo = etcd != etcdrepo.DEFAULT_ETCD
+            bootstrap = [p for p in packages if not (from_repo and p in ETCD_PACKAGES)]
+            _debootstrap(build / "rootfs", bootstrap, mirror, lock_fd)
+            etcdrepo.install_repo(build / "rootfs", debs, preferred=from_repo)
+            if from_repo:
+                etcdrepo.install_etcd(build / "rootfs", debs)
             prepare(build / "rootfs")
             stamp = {
                 "key": key,
                 "suite": SUITE,
                 "variant": VARIANT,
                 "packages": sorted(packages),
+                "etcd": etcd,
+                "etcd_packages": {d.package: d.version for d in debs},
                 "prep": PREP_VERSION,
                 "mirror": mirror,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -244,7 +276,7 @@ def ensure_base(extra_packages: Sequence[str] = (), progress: Progress | None = 
             raise
         if progress:
             progress(f"base rootfs ready in {time.monotonic() - started:.0f} s: {unit}")
-    return Base(key=key, rootfs=unit / "rootfs", packages=packages)
+    return Base(key=key, rootfs=unit / "rootfs", packages=packages, etcd=etcd)
 
 
 def _debootstrap(target: Path, packages: Sequence[str], mirror: str, lock_fd: int) -> None:
