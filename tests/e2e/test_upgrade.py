@@ -36,6 +36,7 @@ pytestmark = pytest.mark.e2e
 BEFORE_KEY = "/app/upgrade/before"
 # The local repository's package list on a host: without it apt offers no 3.5 there.
 LOCAL_LISTS = "/var/lib/apt/lists/*etcdsop-apt*Packages*"
+BROKEN_APT = "/etc/apt/apt.conf.d/99etcdsop-e2e-broken"
 
 
 def installed(bed: Bed, ips: list[str]) -> dict[str, str]:
@@ -105,7 +106,7 @@ def test_a_host_without_the_version_is_refused_before_any_host_changes(
     assert not list((inv.parent / "files" / "backup").glob("*.db"))  # no snapshot either
 
 
-def test_a_rolling_upgrade_keeps_every_write_the_keys_auth_and_patronis_leader(
+def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth_and_patroni(
     bed: Bed, cluster: tuple[Path, list[str]]
 ) -> None:
     inv, ips = cluster
@@ -114,23 +115,43 @@ def test_a_rolling_upgrade_keeps_every_write_the_keys_auth_and_patronis_leader(
     target = package.split("-")[0]
     patroni_before = {m["Member"]: (m["Role"], m.get("TL")) for m in pgbed.members(bed, primary)}
     assert patroni_before["pg-test-1"][0] == "Leader"
+    root = client(inv, ips)
+    leader = next(m for m in root.member_list() if m.id == root.status(root.endpoints[0]).leader)
+    first, broken = [ip for ip in ips if f"https://{ip}:2380" not in leader.peer_urls]
+    # The second follower's apt fails when it runs dpkg: the run stops there, after the
+    # first follower was upgraded.
+    bed.ssh(broken, f"echo 'DPkg::Pre-Invoke {{\"false\";}};' > {BROKEN_APT}")
     with Writer(lambda: client(inv, ips)) as writer:
+        try:
+            stopped = run_cli("upgrade", "-y", "-i", str(inv), check=False)
+        finally:
+            bed.ssh(broken, f"rm -f {BROKEN_APT}")
+        mixed = {ip: root.status(f"https://{ip}:2379").version for ip in ips}
         proc = run_cli("upgrade", "-y", "--json", "-i", str(inv))
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
 
-    # Every member on the new version, one package version everywhere, etcd's cluster
-    # version raised, in the order: followers first, the leader last.
+    # The stopped run: exit 4, where and why, who runs what, healthy, how to go on.
+    assert stopped.returncode == 4, stopped.stderr
+    line = next(x for x in stopped.stderr.splitlines() if x.startswith("error:"))
+    names = {ip: f"etcd-{n}" for n, ip in enumerate(ips, start=1)}
+    assert f"upgrade stopped at {names[broken]} ({broken}): host {broken}: apt-get install" in line
+    assert f"on {target}: {names[first]}; not yet: " in line
+    assert "the cluster is healthy on a mixed version" in line
+    assert f"run the same command again (etcdsop upgrade --to {target})" in line
+    assert mixed == {ip: target if ip == first else "3.4.23" for ip in ips}
+
+    # The same command finished the job: every member on the new version, one package
+    # version everywhere, etcd's cluster version raised, the leader last.
+    result = json.loads(proc.stdout)
     assert result["target"] == target and result["package_version"] == package
     assert {
-        m["ip"]: (m["from_version"], m["to_version"], m["done"]) for m in result["members"]
-    } == {ip: ("3.4.23", target, True) for ip in ips}
+        m["ip"]: (m["from_version"], m["to_version"], m["skipped"] or m["done"])
+        for m in result["members"]
+    } == {ip: (target if ip == first else "3.4.23", target, True) for ip in ips}
     roles = {m["name"]: m["role"] for m in result["members"]}
     assert roles[result["leader_before"]] == "leader"
-    assert sorted(roles.values()) == ["follower", "follower", "leader"]
+    assert sorted(roles.values()) == ["", "follower", "leader"]  # "": skipped
     assert result["order"][-1] == result["leader_before"] != result["leader_after"]
     assert all(v == f"{package} etcd Version: {target}" for v in installed(bed, ips).values())
-    root = client(inv, ips)
     assert {root.status(f"https://{ip}:2379").version for ip in ips} == {target}
     cluster_version = root.versions(f"https://{ips[0]}:2379")[1]
     assert cluster_version == f"{target.rsplit('.', 1)[0]}.0" == result["cluster_version_after"]
@@ -169,6 +190,8 @@ def test_a_rolling_upgrade_keeps_every_write_the_keys_auth_and_patronis_leader(
     patroni_after = {m["Member"]: (m["Role"], m.get("TL")) for m in pgbed.members(bed, primary)}
     assert patroni_after["pg-test-1"] == patroni_before["pg-test-1"]
     assert pgbed.pg_client(inv, ips).get("/pg/pg-test/leader") == b"pg-test-1"
+
+    assert bed.ssh(broken, f"ls {BROKEN_APT} /usr/sbin/policy-rc.d 2>&1", check=False).returncode
 
     # The same command again changes nothing: every member is on the target already.
     again = run_cli("upgrade", "-y", "--to", target, "--json", "-i", str(inv))
