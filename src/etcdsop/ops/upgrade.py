@@ -56,7 +56,8 @@ class MemberUpgrade:
     skipped: bool = False  # already on the target when the run began
     done: bool = False
     role: str = ""  # follower, leader, learner: when it was upgraded
-    seconds: float = 0.0  # install + restart + caught up
+    install_seconds: float = 0.0  # the package install (all hosts at once)
+    seconds: float = 0.0  # restart until healthy and caught up
     notes: list[str] = field(default_factory=list)
 
 
@@ -362,8 +363,9 @@ class Upgrade:
             backup_result = _backup(ctx)
             result.snapshot = backup_result
             ctx.report.info(f"snapshot before the upgrade: {backup_result}")
+            self._install_all()
             ctx.report.phase(
-                f"upgrade {len(result.todo)} member(s) to {result.target}, one at a time, "
+                f"restart {len(result.todo)} member(s) on {result.target}, one at a time, "
                 "leader last"
             )
         done: list[str] = []
@@ -397,17 +399,58 @@ class Upgrade:
         result.leader_after = self._name(self._leader_id())
         return result
 
+    def _install_all(self) -> None:
+        """The packages on every host still to go, at once: nothing restarts etcd (the
+        package is kept from it), which runs its current binary until our restart."""
+        todo = {e.ip: e for e in self.result.todo}
+        members = [m for m in self.members if m.ip in todo]
+        version = self.result.package_version
+        names = ", ".join(f"{p}={version}" for p in self.result.packages)
+        self.ctx.report.phase(f"install {names} on {len(members)} host(s) at once")
+
+        def install(member: Member) -> list[str]:
+            started = time.monotonic()
+            facts = self.facts[member.ip]
+            notes = packages.install(self.ctx.host(member), facts.packages, version)
+            todo[member.ip].install_seconds = round(time.monotonic() - started, 2)
+            return notes
+
+        answers = self.ctx.parallel(members, install)
+        failed = [(m, a) for m in members if isinstance(a := answers[m.ip], ClusterError)]
+        for member in members:
+            answer = answers[member.ip]
+            if isinstance(answer, list):
+                todo[member.ip].notes += answer
+                for note in answer:
+                    self.ctx.report.warn(f"{member.ip}: {note}")
+                self.ctx.report.host(
+                    member.ip,
+                    f"installed, etcd still runs {todo[member.ip].from_version}",
+                    "changed",
+                )
+        if failed:
+            member, exc = failed[0]
+            installed = [m.name for m in members if not isinstance(answers[m.ip], ClusterError)]
+            raise MemberError(
+                f"upgrade stopped before any restart: {exc.message}"
+                + (f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else "")
+                + f"; no member was restarted: every one runs the version it ran; the new "
+                f"package is on {', '.join(installed) or 'none'} (etcd runs it once "
+                f"restarted); fix the cause and run the same command again (etcdsop upgrade "
+                f"--to {self.result.target})",
+                details="\n".join(f"--- {m.ip} ---\n{e.details or e.message}" for m, e in failed),
+            )
+
     def _upgrade_one(self, member: Member, entry: MemberUpgrade) -> None:
         host = self.ctx.host(member)
-        facts = self.facts[member.ip]
         started = time.monotonic()
-        specs = ", ".join(f"{p}={self.result.package_version}" for p in facts.packages)
-        self.ctx.report.host(member.ip, f"{member.name}: installing {specs}", "start")
-        entry.notes += packages.install(host, facts.packages, self.result.package_version)
         self.ctx.report.host(member.ip, f"{member.name}: restarting etcd", "start")
         wait = self.ctx.options.wait_timeout
         # Blocking: with Type=notify systemctl returns once the new binary serves.
-        host.run(["systemctl", "restart", "etcd"], timeout=wait + 30)
+        try:
+            host.run(["systemctl", "restart", "etcd"], timeout=wait + 30)
+        except ClusterError as exc:
+            raise self.ctx.unhealthy_error([member], wait) from exc
         self._wait_upgraded(member)
         entry.done = True
         entry.seconds = round(time.monotonic() - started, 2)
@@ -475,24 +518,35 @@ class Upgrade:
         return found
 
     def _stopped(self, member: Member | None, exc: ClusterError) -> MemberError:
-        """Where the run stopped, what runs which version, and how to go on."""
+        """Where the run stopped, what runs which version, the health, how to go on."""
         done = [e.name for e in self.result.members if e.done or e.skipped]
         left = [e.name for e in self.result.members if not (e.done or e.skipped)]
-        try:
-            self._check_health(done)
+        down = [m for m in self.members if not self.client.health(m.client_url)]
+        voters = [m for m in self.members if not self.live[m.ip].is_learner]
+        up = sum(1 for m in voters if m not in down)
+        if not down:
             health = (
                 "the cluster is healthy on a mixed version (etcd serves one during a "
                 "rolling upgrade)"
             )
-        except ClusterError as sick:
-            health = f"the cluster is NOT fully healthy: {sick.message}"
+        else:
+            quorum = "keeps its quorum" if up >= len(voters) // 2 + 1 else "has NO quorum"
+            health = (
+                f"not healthy now: {', '.join(m.name for m in down)}; the cluster {quorum} "
+                f"({up} of {len(voters)} voters healthy)"
+            )
+        start = (
+            f", start etcd on {member.name} again (systemctl start etcd on {member.ip})"
+            if member is not None and member in down
+            else ""
+        )
         where = f" at {member.name} ({member.ip})" if member else ""
         target = self.result.target
-        state = f"on {target}: {', '.join(done) or 'none'}; not yet: {', '.join(left) or 'none'}"
         return MemberError(
-            f"upgrade stopped{where}: {exc.message}; {state}; {health}; fix the cause and "
-            f"run the same command again (etcdsop upgrade --to {target}): members on "
-            f"{target} are skipped",
+            f"upgrade stopped{where}: {exc.message}; on {target}: {', '.join(done) or 'none'}; "
+            f"not yet: {', '.join(left) or 'none'}; {health}; fix the cause{start} and run the "
+            f"same command again (etcdsop upgrade --to {target}): members on {target} are "
+            "skipped",
             details=exc.details,
         )
 
