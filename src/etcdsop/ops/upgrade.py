@@ -26,7 +26,7 @@ from etcdsop.etcd import (
 )
 from etcdsop.model import Member, PgCluster
 from etcdsop.ops import packages
-from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.common import ClusterView, Context, leader_id
 from etcdsop.remote import run_parallel
 from etcdsop.versions import (
     PATRONI_AUTH_READY,
@@ -293,14 +293,7 @@ class Upgrade:
 
     # -- the leader ----------------------------------------------------------------
     def _leader_id(self) -> int:
-        for member in self.members:
-            try:
-                leader = self.client.status(member.client_url).leader
-            except ClusterError:
-                continue
-            if leader:
-                return leader
-        raise ClusterError("no member names a leader: the cluster has no quorum now")
+        return leader_id(self.client, [m.client_url for m in self.members])
 
     def _name(self, member_id: int) -> str:
         found = next((m for m in self.view.members if m.id == member_id), None)
