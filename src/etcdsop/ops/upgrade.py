@@ -183,6 +183,8 @@ class Upgrade:
                 )
             self.live[member.ip] = info
             self.members.append(member)
+        # The inventory's order (etcd-1, etcd-2...) for the followers, as operators read it.
+        self.members.sort(key=lambda m: inventory.members.index(m))
         for member in inventory.members:
             if member.ip not in self.live:
                 self.ctx.report.info(f"{member.ip} ({member.name}) is not a member: not upgraded")
