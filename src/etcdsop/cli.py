@@ -531,12 +531,13 @@ def sandbox_status() -> None:
 
 
 def _register_more_commands() -> None:
-    from etcdsop import cli_certs, cli_dr, cli_maint, cli_reload
+    from etcdsop import cli_certs, cli_dr, cli_maint, cli_reload, cli_upgrade
 
     cli_reload.register(app)
     cli_certs.register(app)
     cli_dr.register(app)
     cli_maint.register(app)
+    cli_upgrade.register(app)
 
 
 _register_more_commands()

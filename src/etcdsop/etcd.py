@@ -68,6 +68,10 @@ class EtcdApiError(ClusterError):
         return NO_LEADER in self.etcd_message
 
 
+class _TokenRefused(EtcdApiError):
+    """A snapshot refused for its token before any byte was sent: safe to ask again."""
+
+
 class EtcdUnreachable(ClusterError):
     """The request never reached etcd (refused, connect timeout, TLS handshake)."""
 
@@ -549,7 +553,20 @@ class EtcdClient:
         )
 
     def snapshot(self, endpoint: str, sink: BinaryIO, timeout: float = 300.0) -> int:
-        """Stream a snapshot (newline-delimited JSON chunks of base64) into sink."""
+        """Stream a snapshot (newline-delimited JSON chunks of base64) into sink.
+
+        A member that restarted since the token was issued (or caught up through a raft
+        snapshot, which carries no tokens) refuses it before sending anything: log in
+        again and ask once more, as call() does."""
+        try:
+            return self._snapshot(endpoint, sink, timeout)
+        except _TokenRefused:
+            if not self.user:
+                raise
+        self.reset_auth()
+        return self._snapshot(endpoint, sink, timeout)
+
+    def _snapshot(self, endpoint: str, sink: BinaryIO, timeout: float) -> int:
         self._ensure_token(endpoint)
         headers = {"Content-Type": "application/json"}
         if self._token:
@@ -574,6 +591,10 @@ class EtcdClient:
                 for line in lines:
                     written += self._snapshot_line(endpoint, line, sink)
             written += self._snapshot_line(endpoint, buffer, sink)
+        except EtcdApiError as exc:
+            if written == 0 and "invalid auth token" in exc.etcd_message:
+                raise _TokenRefused(endpoint, exc.code, exc.etcd_message) from exc
+            raise
         finally:
             resp.release_conn()
         return written

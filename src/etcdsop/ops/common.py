@@ -298,6 +298,18 @@ class Context:
         )
 
 
+def leader_id(client: EtcdClient, urls: Iterable[str]) -> int:
+    """The leader the first member that answers names (asked of each in turn)."""
+    for url in urls:
+        try:
+            leader = client.status(url).leader
+        except ClusterError:
+            continue
+        if leader:
+            return leader
+    raise ClusterError("no member names a leader: the cluster has no quorum now")
+
+
 def _most_told(lists: Sequence[list[MemberInfo]]) -> list[MemberInfo]:
     """The member list most members give. etcd 3.4 serves it from each member's own
     state: one cut off from its peers, or back a moment ago, still lists a member the

@@ -18,7 +18,7 @@ from typing import Any
 
 from etcdsop.errors import ClusterError, GuardRefused
 from etcdsop.etcd import Alarm, EtcdClient, EtcdOutcomeUnknown, MemberInfo
-from etcdsop.ops.common import Context
+from etcdsop.ops.common import Context, leader_id
 from etcdsop.waits import poll_until
 
 
@@ -99,14 +99,7 @@ class Defrag:
             return False
 
     def _leader_id(self) -> int:
-        for member in self._started():
-            try:
-                leader = self.client.status(member.client_urls[0]).leader
-            except ClusterError:
-                continue
-            if leader:
-                return leader
-        raise ClusterError("no member names a leader: the cluster has no quorum now")
+        return leader_id(self.client, [m.client_urls[0] for m in self._started()])
 
     def _name(self, member_id: int) -> str:
         found = next((m for m in self.view.members if m.id == member_id), None)

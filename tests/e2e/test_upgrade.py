@@ -1,0 +1,207 @@
+"""`etcdsop upgrade` on real hosts: a 3-member etcd 3.4 cluster taken to the 3.5 the
+sandbox's local apt repository carries, with a writer and Patroni running throughout.
+
+The cluster runs on three hosts of its own (h7-h9, booted from the same 3.4 base beside
+the session's six): an upgrade changes the installed packages for good, and every other
+module expects the base's 3.4 on h1-h6.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e import pgbed
+from tests.e2e.conftest import (
+    ETCD,
+    HOST_COUNT,
+    PG_PACKAGES,
+    SANDBOX_DIR,
+    SUBNET_INDEX,
+    WIPE,
+    Bed,
+    run_cli,
+)
+from tests.e2e.test_create import client
+from tests.faults.harness import Writer
+
+from etcdsop import sandbox
+from etcdsop.errors import ClusterError
+from etcdsop.inventory import load_inventory
+
+pytestmark = pytest.mark.e2e
+
+BEFORE_KEY = "/app/upgrade/before"
+# The local repository's package list on a host: without it apt offers no 3.5 there.
+LOCAL_LISTS = "/var/lib/apt/lists/*etcdsop-apt*Packages*"
+DROP_IN = "/etc/systemd/system/etcd.service.d/99-e2e-broken.conf"
+
+
+def installed(bed: Bed, ips: list[str]) -> dict[str, str]:
+    script = "dpkg-query -W -f '${Version}' etcd-server; echo; /usr/bin/etcd --version | head -1"
+    return {ip: " ".join(out.split()) for ip, out in bed.each(ips, script).items()}
+
+
+def local_version(bed: Bed, ip: str) -> str:
+    """The etcd-server version the sandbox's local repository offers ("3.5.30-2")."""
+    out = bed.ssh(ip, "apt-cache madison etcd-server | grep etcdsop-apt | head -1").stdout
+    version = out.split("|")[1].strip() if "|" in out else ""
+    assert version.startswith("3.5."), f"no etcd 3.5 in the local repository of {ip}: {out!r}"
+    return version
+
+
+@pytest.fixture(scope="module")
+def cluster(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+    """etcd 3.4 on h7-h9, Patroni pg-test on h5 (leader) and h6 using it."""
+    if ETCD != "3.4":
+        pytest.fail(f"the upgrade tests start from etcd 3.4 hosts, not {ETCD}: run them on 3.4")
+    hosts = sandbox.up(
+        HOST_COUNT + 3,
+        state_dir=SANDBOX_DIR,
+        subnet_index=SUBNET_INDEX,
+        extra_packages=PG_PACKAGES,
+        etcd=ETCD,
+    )
+    ips = [h.ip for h in hosts[HOST_COUNT:]]
+    versions = installed(bed, ips)
+    if not all(v.startswith("3.4.") for v in versions.values()):
+        pytest.fail(
+            f"h7-h9 run another etcd than the base's 3.4 (an earlier run): {versions};"
+            " remove the sandbox (etcdsop sandbox down) and run again"
+        )
+    pg = bed.ips[4:6]
+    bed.each(ips, WIPE)
+    pgbed.wipe(bed, pg)
+    where = tmp_path_factory.mktemp("upgrade")
+    inv = pgbed.inventory(bed, where, {ip: n for n, ip in enumerate(ips, start=1)}, pg)
+    run_cli("create", "-i", str(inv))
+    run_cli("rbac", "sync", "-i", str(inv))
+    pgbed.provision(bed, inv, pg, ips)
+    client(inv, ips).put(BEFORE_KEY, "kept")
+    yield inv, ips
+    pgbed.wipe(bed, pg)
+    bed.each(ips, WIPE)
+
+
+def test_a_host_without_the_version_is_refused_before_any_host_changes(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    hidden = ips[1]
+    bed.ssh(hidden, f"mkdir -p /root/lists-aside && mv {LOCAL_LISTS} /root/lists-aside/")
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+    finally:
+        bed.ssh(hidden, "mv /root/lists-aside/* /var/lib/apt/lists/ && rmdir /root/lists-aside")
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert f"not available from the package manager on {hidden} " in line
+    assert "nothing was changed" in line
+    assert all(v.startswith("3.4.") for v in installed(bed, ips).values())
+    statuses = [client(inv, ips).status(f"https://{ip}:2379") for ip in ips]
+    assert {s.version for s in statuses} == {"3.4.23"}
+    assert client(inv, ips).versions(f"https://{ips[0]}:2379")[1] == "3.4.0"
+    assert not list((inv.parent / "files" / "backup").glob("*.db"))  # no snapshot either
+
+
+def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth_and_patroni(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    primary = bed.ips[4]
+    package = local_version(bed, ips[0])
+    target = package.split("-")[0]
+    patroni_before = {m["Member"]: (m["Role"], m.get("TL")) for m in pgbed.members(bed, primary)}
+    assert patroni_before["pg-test-1"][0] == "Leader"
+    root = client(inv, ips)
+    leader = next(m for m in root.member_list() if m.id == root.status(root.endpoints[0]).leader)
+    first, broken = [ip for ip in ips if f"https://{ip}:2380" not in leader.peer_urls]
+    leader_ip = next(ip for ip in ips if ip not in (first, broken))
+    # etcd cannot start on the second follower (a drop-in the operator left): the run
+    # stops there, after the first follower was upgraded; fixed and started, the same
+    # command finishes.
+    bed.ssh(
+        broken,
+        f"mkdir -p {DROP_IN.rsplit('/', 1)[0]} && printf '[Service]\\n"
+        f"ExecStartPre=/bin/false\\n' > {DROP_IN} && systemctl daemon-reload",
+    )
+    with Writer(lambda: client(inv, ips)) as writer:
+        try:
+            stopped = run_cli("upgrade", "-y", "-i", str(inv), check=False)
+        finally:
+            bed.ssh(broken, f"rm -f {DROP_IN}; systemctl daemon-reload; systemctl start etcd")
+        mixed = {ip: root.status(f"https://{ip}:2379").version for ip in ips}
+        proc = run_cli("upgrade", "-y", "--json", "-i", str(inv))
+
+    # The stopped run: exit 4, where, who runs what, the quorum kept, how to go on.
+    assert stopped.returncode == 4, stopped.stderr
+    line = next(x for x in stopped.stderr.splitlines() if x.startswith("error:"))
+    names = {ip: f"etcd-{n}" for n, ip in enumerate(ips, start=1)}
+    assert f"upgrade stopped at {names[broken]} ({broken}): etcd not healthy after" in line
+    assert f"on {target}: {names[first]}; not yet: " in line
+    assert (
+        f"not healthy now: {names[broken]}; the cluster keeps its quorum (2 of 3 voters "
+        f"healthy); fix the cause, start etcd on {names[broken]} again (systemctl start "
+        f"etcd on {broken}) and run the same command again (etcdsop upgrade --to {target})"
+    ) in line
+    assert "Failed to start etcd.service" in stopped.stderr  # its journal, below the line
+    # Started by hand, it runs the package installed before the restarts.
+    assert mixed == {ip: "3.4.23" if ip == leader_ip else target for ip in ips}
+
+    # The same command finished the job: every member on the new version, one package
+    # version everywhere, etcd's cluster version raised, the leader last.
+    result = json.loads(proc.stdout)
+    assert result["target"] == target and result["package_version"] == package
+    assert {
+        m["ip"]: (m["from_version"], m["to_version"], m["skipped"] or m["done"])
+        for m in result["members"]
+    } == {ip: ("3.4.23" if ip == leader_ip else target, target, True) for ip in ips}
+    roles = {m["name"]: m["role"] for m in result["members"]}
+    assert roles[result["leader_before"]] == "leader"
+    assert sorted(roles.values()) == ["", "", "leader"]  # "": skipped, on the target
+    assert result["order"][-1] == result["leader_before"] != result["leader_after"]
+    assert all(v == f"{package} etcd Version: {target}" for v in installed(bed, ips).values())
+    assert {root.status(f"https://{ip}:2379").version for ip in ips} == {target}
+    cluster_version = root.versions(f"https://{ips[0]}:2379")[1]
+    assert cluster_version == f"{target.rsplit('.', 1)[0]}.0" == result["cluster_version_after"]
+    snapshot = Path(result["snapshot"])
+    assert snapshot.is_file() and oct(snapshot.stat().st_mode & 0o777) == "0o600"
+
+    # Our unit and etcd.conf are what runs etcd, enabled as before; the package's
+    # policy-rc.d guard is gone.
+    checks = bed.each(
+        ips,
+        "systemctl show -p FragmentPath --value etcd; systemctl is-enabled etcd;"
+        " test -e /usr/sbin/policy-rc.d && echo policy-rc.d left; ps -o args= -C etcd",
+    )
+    for ip, out in checks.items():
+        assert out.split("\n")[:2] == ["/etc/systemd/system/etcd.service", "enabled"], (ip, out)
+        assert "policy-rc.d left" not in out
+        assert "--config-file /etc/etcd/etcd.conf" in out
+
+    # Writes: every acknowledged one is there, none refused longer than one election.
+    # A follower's restart costs nothing (the writer's client goes to the next member at
+    # once on a refused connection); the leader hands its leadership over first, so at
+    # worst one election (its timeout) plus one put that reached a member just as it
+    # stopped and hung until the writer's 1 s deadline.
+    election = load_inventory(inv).members[0].election_timeout / 1000
+    assert writer.acked and len(writer.acked) > 50
+    got = root.get_prefix("/app/writer/")
+    assert [k for k in writer.acked if k not in got] == []
+    assert writer.longest <= election + Writer.PUT_DEADLINE, writer.longest
+    assert root.get(BEFORE_KEY) == b"kept"
+    assert root.auth_enabled()
+    anonymous = client(inv, ips, user=None, password=None)
+    with pytest.raises(ClusterError, match="user name is empty"):
+        anonymous.put("/app/upgrade/anonymous", "x")
+
+    # Patroni kept its leader and timeline through the three restarts.
+    patroni_after = {m["Member"]: (m["Role"], m.get("TL")) for m in pgbed.members(bed, primary)}
+    assert patroni_after["pg-test-1"] == patroni_before["pg-test-1"]
+    assert pgbed.pg_client(inv, ips).get("/pg/pg-test/leader") == b"pg-test-1"
+
+    # The same command again changes nothing: every member is on the target already.
+    again = run_cli("upgrade", "-y", "--to", target, "--json", "-i", str(inv))
+    assert [m["skipped"] for m in json.loads(again.stdout)["members"]] == [True] * 3
