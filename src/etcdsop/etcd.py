@@ -505,11 +505,20 @@ class EtcdClient:
 
     def health(self, endpoint: str) -> bool:
         """etcd's own /health verdict (not protected by RBAC): true only with a leader."""
+        return self.health_detail(endpoint)[0]
+
+    def health_detail(self, endpoint: str) -> tuple[bool, str]:
+        """(/health's verdict, its reason): 3.5+ gives one, "RAFT NO LEADER" for a member
+        without a leader; 3.4 gives none. (False, "") when it does not answer."""
         try:
             resp = self._pool.request("GET", endpoint + "/health")
-            return resp.status == 200 and json.loads(resp.data).get("health") in ("true", True)
+            data = json.loads(resp.data)
         except (urllib3.exceptions.HTTPError, ValueError):
-            return False
+            return False, ""
+        if not isinstance(data, dict):
+            return False, ""
+        healthy = resp.status == 200 and data.get("health") in ("true", True)
+        return healthy, str(data.get("reason") or "")
 
     def versions(self, endpoint: str) -> tuple[str, str]:
         """(this member's etcd version, the cluster version) from /version (no RBAC).

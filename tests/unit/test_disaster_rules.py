@@ -11,8 +11,10 @@ from tests.unit.factories import member as make_member
 
 from etcdsop.backups import Sidecar, cluster_backups, parse_sidecar, to_prune
 from etcdsop.errors import ClusterError, GuardRefused, InputError
+from etcdsop.etcd import EtcdApiError
 from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
+from etcdsop.ops.common import LeaderAnswer, leader_answer
 from etcdsop.ops.drhost import BUMP_REVISION, bump_revisions, restore_argv
 from etcdsop.ops.recover import Candidate, check_unreachable, choose_source, losses
 from etcdsop.ops.restore import describe_snapshot
@@ -201,3 +203,42 @@ def test_timer_units_run_this_etcdsop_on_this_inventory() -> None:
 def test_timer_refuses_paths_systemd_would_split() -> None:
     with pytest.raises(InputError, match="white space"):
         render_units("meta", Path("/my dir/pigsty.yml"), on_calendar="hourly", keep=1)
+
+
+class _HardenedMember:
+    """What etcd 3.5.28+ answers without a login (its code paths, not a transport)."""
+
+    def __init__(self, health: tuple[bool, str], status: dict[str, object] | None = None):
+        self._health = health
+        self._status = status
+
+    def call(self, path: str, body: object, *, endpoint: str, auth: bool) -> dict[str, object]:
+        assert path == "/v3/maintenance/status" and auth is False
+        if self._status is None:
+            raise EtcdApiError(endpoint, 401, "etcdserver: user name is empty")
+        return self._status
+
+    def health_detail(self, endpoint: str) -> tuple[bool, str]:
+        return self._health
+
+
+@pytest.mark.parametrize(
+    ("health", "leader"),
+    [
+        ((True, ""), True),
+        ((False, "RAFT NO LEADER"), False),
+        ((False, "ALARM NOSPACE"), None),  # a leader may well be there: never "no leader"
+        ((False, ""), None),  # 3.4.42+: no reason given
+    ],
+)
+def test_a_member_that_wants_a_login_for_status_is_read_through_health(
+    health: tuple[bool, str], leader: bool | None
+) -> None:
+    answer = leader_answer(_HardenedMember(health), "https://10.0.0.1:2379")  # type: ignore[arg-type]
+    assert (answer.leader, answer.raft_index) == (leader, None)
+
+
+def test_a_member_that_answers_status_without_a_login_gives_its_raft_index() -> None:
+    status = {"leader": "7", "raftIndex": "42", "header": {"cluster_id": "255"}}
+    answer = leader_answer(_HardenedMember((False, ""), status), "https://10.0.0.1:2379")  # type: ignore[arg-type]
+    assert answer == LeaderAnswer(True, 42, "ff")

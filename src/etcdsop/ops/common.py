@@ -59,6 +59,44 @@ class ClusterView:
 
 
 _AUTH_NEEDED = ("user name is empty", "permission denied")
+
+
+@dataclass(frozen=True)
+class LeaderAnswer:
+    """One member's view of the raft group, read without a login."""
+
+    leader: bool | None  # does it know a leader? None: it cannot tell us
+    raft_index: int | None  # None: not readable without a login
+    cluster_id: str  # hex; "" when unknown
+
+
+def leader_answer(client: EtcdClient, endpoint: str) -> LeaderAnswer:
+    """Does this member know a leader, and how far is its log, without logging in?
+
+    A login needs a quorum (without one it waits out etcd's request timeout), and the
+    lock and recover must see members that have none. Maintenance Status needs no login
+    before etcd 3.4.42, 3.5.28 and 3.6.9 (CVE-2026-33413); from those on it answers only
+    after one, and /health (never behind a login) is what is left: 3.5+ says "RAFT NO
+    LEADER" there; 3.4 gives no reason, so a 3.4 member that is not healthy cannot
+    tell. Raises ClusterError when the member does not answer at all.
+    """
+    try:
+        data = client.call("/v3/maintenance/status", {}, endpoint=endpoint, auth=False)
+    except EtcdApiError as exc:
+        if not any(t in exc.etcd_message for t in _AUTH_NEEDED):
+            raise
+    else:
+        return LeaderAnswer(
+            bool(int(data.get("leader", 0) or 0)),
+            int(data.get("raftIndex", 0) or 0),
+            f"{int(data.get('header', {}).get('cluster_id', 0) or 0):x}",
+        )
+    healthy, reason = client.health_detail(endpoint)
+    if healthy:
+        return LeaderAnswer(True, None, "")
+    return LeaderAnswer(False if "NO LEADER" in reason.upper() else None, None, "")
+
+
 _NO_LIST_ERRORS = ("user name is empty", "rpc not supported for learner")
 
 

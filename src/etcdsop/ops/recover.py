@@ -41,7 +41,7 @@ from etcdsop.facts import HostFacts
 from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
-from etcdsop.ops.common import Context
+from etcdsop.ops.common import Context, LeaderAnswer, leader_answer
 from etcdsop.ops.join import join_member
 from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
@@ -80,8 +80,10 @@ def choose_source(candidates: Sequence[Candidate], from_ip: str | None) -> str:
     unknown = [c.ip for c in with_data if c.raft_index is None]
     if unknown:
         raise GuardRefused(
-            f"the raft index of {', '.join(unknown)} cannot be read (etcd stopped there) and "
-            "another member holds data too: start etcd there, or name the source with --from IP"
+            f"the raft index of {', '.join(unknown)} cannot be read (etcd stopped there, or "
+            "etcd 3.4.42+/3.5.28+/3.6.9+, which tells it only after a login, and a login needs "
+            "a quorum) and another member holds data too: start etcd there, or name the source "
+            "with --from IP"
         )
     return max(with_data, key=lambda c: (c.raft_index or 0, c.ip)).ip
 
@@ -146,29 +148,17 @@ def _read_record(inventory: Inventory) -> dict[str, str] | None:
         return None
 
 
-@dataclass(frozen=True)
-class _Answer:
-    leader: int
-    raft_index: int
-    cluster_id: str
-
-
-def _answers(ctx: Context, members: Sequence[Member]) -> dict[str, _Answer]:
-    """Maintenance Status, unauthenticated (authenticating needs a quorum on 3.4)."""
+def _answers(ctx: Context, members: Sequence[Member]) -> dict[str, LeaderAnswer]:
+    """Each answering member's leader and raft index, read without a login."""
     client = ctx.client(timeout=3.0)
 
-    def ask(member: Member) -> _Answer | None:
+    def ask(member: Member) -> LeaderAnswer | None:
         with contextlib.suppress(ClusterError, KeyError, TypeError, ValueError):
-            data = client.call("/v3/maintenance/status", {}, endpoint=member.client_url, auth=False)
-            return _Answer(
-                int(data.get("leader", 0) or 0),
-                int(data.get("raftIndex", 0) or 0),
-                f"{int(data['header']['cluster_id']):x}",
-            )
+            return leader_answer(client, member.client_url)
         return None
 
     found = ctx.parallel(members, ask)
-    return {ip: a for ip, a in found.items() if isinstance(a, _Answer)}
+    return {ip: a for ip, a in found.items() if isinstance(a, LeaderAnswer)}
 
 
 def _still_no_leader(ctx: Context, members: Sequence[Member]) -> None:
@@ -177,7 +167,9 @@ def _still_no_leader(ctx: Context, members: Sequence[Member]) -> None:
     window = 2 * max(m.election_timeout for m in members) / 1000
 
     def leaders() -> list[str] | None:
-        return sorted(ip for ip, a in _answers(ctx, members).items() if a.leader) or None
+        # One that cannot tell counts as knowing one: never force on a maybe.
+        answers = _answers(ctx, members)
+        return sorted(ip for ip, a in answers.items() if a.leader is not False) or None
 
     led = poll_until(leaders, timeout=window, interval=0.25)
     if led:
@@ -223,11 +215,19 @@ def recover(
     reachable = _reachable(ctx, members, result)
     answers = _answers(ctx, members)
     led = sorted(ip for ip, a in answers.items() if a.leader)
+    unsure = sorted(ip for ip, a in answers.items() if a.leader is None)
     record = _read_record(inventory)
     if led and record is None:
         raise GuardRefused(
             f"a quorum answers (a leader is known on {', '.join(led)}): nothing to recover; "
             "replace dead members with etcdsop rm IP, then etcdsop add IP"
+        )
+    if unsure and record is None:
+        raise GuardRefused(
+            f"{', '.join(unsure)}: etcd answers but cannot say whether it knows a leader "
+            "(from 3.4.42 it tells that only after a login, which needs a quorum); if the "
+            "quorum is lost for good, stop etcd there (systemctl stop etcd), then run "
+            "etcdsop recover --from IP"
         )
     ctx.report.phase("gather facts")
     facts = gather_facts(ctx, reachable)
@@ -289,7 +289,7 @@ def _forced_start(
     source: Member,
     others: list[Member],
     facts: dict[str, HostFacts],
-    answers: dict[str, _Answer],
+    answers: dict[str, LeaderAnswer],
     record: dict[str, str] | None,
     stamp: str,
     result: RecoverResult,

@@ -14,7 +14,7 @@ from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused
 from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.events import Reporter
 from etcdsop.lock import Holder, cluster_lock
-from etcdsop.ops.common import Context
+from etcdsop.ops.common import Context, leader_answer
 
 T = TypeVar("T")
 LOCK_FILE = ".etcdsop.lock"
@@ -113,13 +113,15 @@ def _voters(ctx: Context, reporter: Reporter) -> EtcdClient | None:
 
 
 def _a_leader_is_known(client: EtcdClient, endpoints: list[str]) -> bool:
-    """Maintenance Status (it needs no login and no quorum): does any voter know a leader?"""
+    """Does any voter know a leader (asked without a login, which needs a quorum)?
+
+    A voter that cannot tell (etcd 3.4.42+ while not healthy) counts as knowing one:
+    the lock is then tried, at worst one login timeout before going on without it."""
     quick = client.with_timeout(3.0)
     for endpoint in endpoints:
         try:
-            data = quick.call("/v3/maintenance/status", {}, endpoint=endpoint, auth=False)
+            if leader_answer(quick, endpoint).leader is not False:
+                return True
         except ClusterError:
             continue
-        if int(data.get("leader", 0) or 0):
-            return True
     return False
