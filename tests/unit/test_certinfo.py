@@ -40,6 +40,7 @@ from etcdsop.certinfo import (
 )
 from etcdsop.clients.jobs import PgHostJob
 from etcdsop.errors import InputError
+from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
 from etcdsop.ops.certhosts import client_sets, parse_read
@@ -255,6 +256,21 @@ def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
     pki.ca_cert_path.write_bytes(pki.ca_cert_path.read_bytes() + pem(other))
     with pytest.raises(InputError, match="no rotation is under way"):
         rotateca.LocalCa(fake_ctx(tmp_path)).begin()
+
+
+def test_hosts_mid_rotation_trust_the_local_ca(tmp_path: Path) -> None:
+    """create/add/restore's PKI guard: a host holding old + new CA (or the new alone) while
+    the admin node holds new + old (or the new alone) is ours: refusing it strands a
+    half-done rotation (rotate-ca needs every voter healthy, restore is the way back)."""
+    old = ca_of(make_pki(tmp_path / "old"))[0]
+    new = ca_of(make_pki(tmp_path / "new"))[0]
+    foreign = ca_of(make_pki(tmp_path / "foreign"))[0]
+    assert same_ca(bundle(old, new), bundle(new, old))  # after the switch
+    assert same_ca(bundle(old, new), pem(new))  # after `done` began on the admin node
+    assert same_ca(pem(old), bundle(old, new))  # before the bundle reached the host
+    assert not same_ca(pem(foreign), bundle(new, old))
+    assert not same_ca(bundle(foreign, old), pem(new))
+    assert not same_ca(b"not a pem", pem(new))
 
 
 # -- facts of the hosts --------------------------------------------------------------------------
