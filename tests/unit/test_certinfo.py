@@ -39,12 +39,14 @@ from etcdsop.certinfo import (
     signer,
 )
 from etcdsop.clients.jobs import PgHostJob
-from etcdsop.errors import InputError
+from etcdsop.errors import GuardRefused, InputError
+from etcdsop.events import SilentReporter
 from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
-from etcdsop.ops.certhosts import client_sets, parse_read
-from etcdsop.ops.certs import local_trust, swap_local_copies
+from etcdsop.ops.certhosts import MemberCerts, client_sets, parse_read
+from etcdsop.ops.certs import Survey, local_trust, swap_local_copies
+from etcdsop.ops.common import RunOptions
 from etcdsop.pki import Pki
 
 NOW = datetime.now(timezone.utc)
@@ -256,6 +258,30 @@ def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
     pki.ca_cert_path.write_bytes(pki.ca_cert_path.read_bytes() + pem(other))
     with pytest.raises(InputError, match="no rotation is under way"):
         rotateca.LocalCa(fake_ctx(tmp_path)).begin()
+
+
+def test_a_host_lost_during_rotate_ca_is_refused_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that answered the health check but not the next phase's read: exit 3 and
+    nothing written (it was an AssertionError in push_trust)."""
+    make_pki(tmp_path)
+    ctx = SimpleNamespace(
+        pki_dir=tmp_path,
+        pki=Pki(tmp_path),
+        pki_hint=lambda: "hint",
+        report=SilentReporter(),
+        options=RunOptions(),
+        connect=lambda members: None,
+    )
+    trust = local_trust(ctx)  # type: ignore[arg-type]
+    gone = MemberCerts(SimpleNamespace(ip="10.0.0.1"), None, "cannot connect")  # type: ignore[arg-type]
+    surveys = iter([Survey(trust, [], []), Survey(trust, [gone], [])])
+    monkeypatch.setattr(rotateca, "guard_healthy", lambda ctx: [])
+    monkeypatch.setattr(rotateca, "survey", lambda *a, **k: next(surveys))
+    with pytest.raises(GuardRefused, match=r"10\.0\.0\.1: cannot connect"):
+        rotateca.rotate(ctx)  # type: ignore[arg-type]
+    assert rotateca.LocalCa(ctx).state().phase == "new-ca"  # type: ignore[arg-type, union-attr]
 
 
 def test_hosts_mid_rotation_trust_the_local_ca(tmp_path: Path) -> None:

@@ -35,7 +35,15 @@ from etcdsop.certinfo import bundle, fingerprint, load_pems, pem, short_fp
 from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused, InputError
 from etcdsop.model import Member
 from etcdsop.ops.certhosts import ClientCerts, MemberCerts, read_members
-from etcdsop.ops.certs import ADMIN, load_key, local_trust, renew, restart_vip, survey
+from etcdsop.ops.certs import (
+    ADMIN,
+    Survey,
+    load_key,
+    local_trust,
+    renew,
+    restart_vip,
+    survey,
+)
 from etcdsop.ops.common import Context
 from etcdsop.ops.filebackup import run_stamp, write_with_backup
 from etcdsop.ops.restart import leader_last, rolling_restart
@@ -194,6 +202,17 @@ def guard_healthy(ctx: Context) -> list[Member]:
             f"refusing to rotate the CA, nothing was changed: every voter must be healthy ({why})"
         )
     return [m for m in ctx.inventory.members if find_live(m, view.members) is not None]
+
+
+def reachable(found: Survey) -> Survey:
+    """Every host of the survey was read (exit 3 otherwise): one that cannot be updated
+    would be cut off. Checked at every phase: a host may go down during a run."""
+    if found.unreachable:
+        raise GuardRefused(
+            "refusing to rotate the CA: a host that cannot be updated would be cut off, "
+            "re-run once it is back: " + "; ".join(found.unreachable)
+        )
+    return found
 
 
 def _fail_on(results: dict[str, object], what: str) -> None:
@@ -368,12 +387,7 @@ def rotate(ctx: Context) -> RotateResult:
     report.phase("health")
     members = guard_healthy(ctx)
     ctx.connect(members)
-    found = survey(ctx, RENEW_BEFORE, members)
-    if found.unreachable:
-        raise GuardRefused(
-            "refusing to rotate the CA: a host that cannot be updated would be cut off: "
-            + "; ".join(found.unreachable)
-        )
+    found = reachable(survey(ctx, RENEW_BEFORE, members))
     if next_phase(rotation) == "new-ca":
         report.phase("new CA")
         rotation, old, new = local.begin()
@@ -387,7 +401,7 @@ def rotate(ctx: Context) -> RotateResult:
     result.old, result.new, result.archive = short_fp(old), short_fp(new), rotation.archive
     if not rotation.done("bundle"):
         report.phase("trust old + new CA everywhere")
-        found = survey(ctx, RENEW_BEFORE, members)
+        found = reachable(survey(ctx, RENEW_BEFORE, members))
         push_trust(
             ctx,
             bundle(old, new),
@@ -418,7 +432,7 @@ def rotate(ctx: Context) -> RotateResult:
         local.save(rotation)
         result.phases.append("reissued")
     report.phase("trust the new CA alone")
-    found = survey(ctx, RENEW_BEFORE, members)
+    found = reachable(survey(ctx, RENEW_BEFORE, members))
     left = [
         e.where
         for e in found.entries
