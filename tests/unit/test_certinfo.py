@@ -252,6 +252,25 @@ def test_local_ca_phases_keep_the_old_ca_and_switch_the_signer(tmp_path: Path) -
     assert fingerprint(local.cas(again)[1]) == fingerprint(new)
 
 
+def test_a_finish_interrupted_between_its_unlinks_does_not_reuse_the_ca_key(
+    tmp_path: Path,
+) -> None:
+    make_pki(tmp_path)
+    local = rotateca.LocalCa(fake_ctx(tmp_path))
+    rotation, _, _ = local.begin()
+    local.switch(rotation)
+    local.finish(rotation)
+    local.save(rotation.to("done"))
+    # killed after ca-next.crt went, before ca-next.key did: a copy of ca.key is left
+    local.next_key.write_bytes(local.key.read_bytes())
+    _, current, new = local.begin()
+    assert fingerprint(current) == rotation.new
+    assert pki_mod._spki(new.public_key()) != pki_mod._spki(current.public_key())
+    assert pki_mod._spki(load_pems(local.next_crt.read_bytes())[0].public_key()) == (
+        pki_mod._spki(rotateca.load_key(local.next_key).public_key())
+    )
+
+
 def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     other = ca_of(make_pki(tmp_path / "other"))[0]

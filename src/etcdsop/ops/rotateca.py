@@ -121,22 +121,24 @@ class LocalCa:
         if not crt.exists():
             _write_atomic(arch_key, old_key_pem, 0o600)
             _write_atomic(crt, pem(old), 0o644)
-        new = self._next()
+        new = self._next(old)
         _write_atomic(self.crt, bundle(old, new), 0o644)
         rotation = Rotation("new-ca", fingerprint(old), fingerprint(new), archive)
         self.save(rotation)
         return rotation, old, new
 
-    def _next(self) -> x509.Certificate:
-        """The new CA: the one an interrupted run made, else a fresh RSA 4096 (as Pigsty's)."""
-        if self.next_key.exists() and self.next_crt.exists():
-            key = load_key(self.next_key)
+    def _next(self, old: x509.Certificate) -> x509.Certificate:
+        """The new CA: the one an interrupted run made, else a fresh RSA 4096 (as Pigsty's).
+        A ca-next.key holding the current CA's key (an interrupted `finish` left it) is
+        not a new one: re-using it would "rotate" to the same key."""
+        key = load_key(self.next_key) if self.next_key.exists() else None
+        if key is not None and _spki(key.public_key()) == _spki(old.public_key()):
+            key = None
+        if key is not None and self.next_crt.exists():
             certs = load_pems(self.next_crt.read_bytes())
             if certs and _spki(certs[0].public_key()) == _spki(key.public_key()):
                 return certs[0]
-        if self.next_key.exists():
-            key = load_key(self.next_key)
-        else:
+        if key is None:
             key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
             _write_atomic(self.next_key, _key_pem(key), 0o600)
         cert = Pki(self.ctx.pki_dir)._self_sign(key)
