@@ -40,13 +40,14 @@ from etcdsop.certinfo import (
 )
 from etcdsop.clients.jobs import PgHostJob
 from etcdsop.errors import GuardRefused, InputError
+from etcdsop.etcd import MemberInfo
 from etcdsop.events import SilentReporter
 from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
 from etcdsop.ops.certhosts import MemberCerts, client_sets, parse_read
 from etcdsop.ops.certs import Survey, local_trust, swap_local_copies
-from etcdsop.ops.common import RunOptions
+from etcdsop.ops.common import ClusterView, RunOptions
 from etcdsop.pki import Pki
 
 NOW = datetime.now(timezone.utc)
@@ -301,6 +302,28 @@ def test_a_host_lost_during_rotate_ca_is_refused_not_a_traceback(
     with pytest.raises(GuardRefused, match=r"10\.0\.0\.1: cannot connect"):
         rotateca.rotate(ctx)  # type: ignore[arg-type]
     assert rotateca.LocalCa(ctx).state().phase == "new-ca"  # type: ignore[arg-type, union-attr]
+
+
+def test_rotate_ca_health_refusal_names_only_what_is_wrong() -> None:
+    members = tuple(
+        MemberInfo(
+            i, f"etcd-{i}", (f"https://10.0.0.{i}:2380",), (f"https://10.0.0.{i}:2379",), False
+        )
+        for i in (1, 2, 3)
+    )
+    client = SimpleNamespace(health=lambda url: "10.0.0.3" not in url)
+    inventory = SimpleNamespace(
+        cluster="etcd",
+        members=[SimpleNamespace(peer_url=f"https://10.0.0.{i}:2380") for i in (1, 2, 3)],
+    )
+    ctx = SimpleNamespace(
+        probe=lambda: ClusterView(1, members),
+        voter_client=lambda view=None: client,
+        inventory=inventory,
+    )
+    with pytest.raises(GuardRefused) as refused:
+        rotateca.guard_healthy(ctx)  # type: ignore[arg-type]
+    assert refused.value.message.endswith("(not healthy: etcd-3)")
 
 
 def test_hosts_mid_rotation_trust_the_local_ca(tmp_path: Path) -> None:

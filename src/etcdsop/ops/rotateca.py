@@ -196,9 +196,10 @@ def guard_healthy(ctx: Context) -> list[Member]:
         if not any(u == x.peer_url for x in ctx.inventory.members)
     ]
     if sick or strangers:
-        why = f"not healthy: {', '.join(sick)}" if sick else ""
-        why += ("; " if why else "") + (
-            f"not in the inventory: {', '.join(strangers)}" if strangers else ""
+        why = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("not healthy", sick), ("not in the inventory", strangers))
+            if names
         )
         raise GuardRefused(
             f"refusing to rotate the CA, nothing was changed: every voter must be healthy ({why})"
