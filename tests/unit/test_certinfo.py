@@ -46,7 +46,7 @@ from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
 from etcdsop.ops.certhosts import MemberCerts, client_sets, parse_read
-from etcdsop.ops.certs import Survey, local_trust, swap_local_copies
+from etcdsop.ops.certs import Survey, _local_entries, local_trust, swap_local_copies
 from etcdsop.ops.common import ClusterView, RunOptions
 from etcdsop.pki import Pki
 
@@ -270,6 +270,16 @@ def test_a_finish_interrupted_between_its_unlinks_does_not_reuse_the_ca_key(
     assert pki_mod._spki(load_pems(local.next_crt.read_bytes())[0].public_key()) == (
         pki_mod._spki(rotateca.load_key(local.next_key).public_key())
     )
+
+
+def test_the_next_ca_is_not_listed_as_archived(tmp_path: Path) -> None:
+    make_pki(tmp_path)
+    ctx = fake_ctx(tmp_path)
+    rotateca.LocalCa(ctx).begin()
+    entries = _local_entries(ctx, local_trust(ctx), DAY)
+    details = {Path(e.path).name: e.detail for e in entries if e.kind == "ca-archived"}
+    assert details["ca-next.crt"].startswith("the new CA of the rotation under way")
+    assert [d for n, d in details.items() if n != "ca-next.crt"] == ["kept after a rotation"]
 
 
 def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
