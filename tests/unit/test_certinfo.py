@@ -4,7 +4,10 @@ local CA files and the restart rule; the facts parsers of the hosts' files."""
 from __future__ import annotations
 
 import base64
+import os
 import stat
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,10 +48,11 @@ from etcdsop.events import SilentReporter
 from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
-from etcdsop.ops.certhosts import MemberCerts, client_sets, parse_read
+from etcdsop.ops.certhosts import READ, MemberCerts, client_sets, parse_read
 from etcdsop.ops.certs import Survey, _local_entries, local_trust, swap_local_copies
 from etcdsop.ops.common import ClusterView, RunOptions
 from etcdsop.pki import Pki
+from etcdsop.render import CA_CRT
 
 NOW = datetime.now(timezone.utc)
 DAY = timedelta(days=1)
@@ -363,11 +367,47 @@ def test_parse_read_files_keys_and_units() -> None:
     )
     read = parse_read(text)
     assert read.files["/etc/etcd/ca.crt"].content == b"PEM"
-    assert read.files["/etc/etcd/ca.crt"].age == 12
+    assert read.files["/etc/etcd/ca.crt"].age_ms == 12
     assert "/etc/etcd/server.crt" not in read.files
     assert read.keymatch == {"/etc/etcd/server.crt": True}
-    assert read.units["etcd"].runs == 40 and read.units["etcd"].pid == 321
-    assert read.units["vip-manager"].runs is None
+    assert read.units["etcd"].runs_ms == 40 and read.units["etcd"].pid == 321
+    assert read.units["vip-manager"].runs_ms is None
+
+
+def test_a_process_started_just_before_its_ca_file_was_written_runs_the_old_trust(
+    tmp_path: Path,
+) -> None:
+    """The host read script, run here: a process started ~0.3 s before the file was
+    written (the same second, mostly) still runs with what the file held before. With
+    whole seconds it looked restarted, and rotate-ca skipped its restart: re-signed peers
+    would then be refused by it."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.3)
+        ca = tmp_path / "ca.crt"
+        ca.write_bytes(b"PEM")
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "systemctl"  # MainPID of "etcd": the sleep
+        fake.write_text(
+            f"#!/bin/sh\ncase $* in *MainPID*) echo {proc.pid};; *) echo active;; esac\n"
+        )
+        fake.chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        out = subprocess.run(
+            ["sh", "-c", READ, "sh", str(ca), "unit:etcd"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        proc.kill()
+        proc.wait()
+    read = parse_read(out)
+    member = MemberCerts(SimpleNamespace(ip="10.0.0.1"), read)  # type: ignore[arg-type]
+    member.read.files[CA_CRT] = read.files[str(ca)]  # type: ignore[union-attr]
+    assert member.runs_old_trust, out
 
 
 def test_client_sets_from_patroni_and_vip_manager() -> None:
