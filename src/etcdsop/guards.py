@@ -85,9 +85,11 @@ def create_refusal(
 
 
 def same_ca(host_pem: bytes, local_pem: bytes | None) -> bool:
-    """Whether a host's /etc/etcd/ca.crt trusts the local CA (same key: a CA renewed with
-    its own key still signs what the hosts trust). Either file may hold two CAs while
-    `certs rotate-ca` runs (old + new, in either order): one CA key in common is ours."""
+    """Whether a host's /etc/etcd/ca.crt trusts the local signing CA (the first of the
+    local file; same key: a CA renewed with its own key still signs what the hosts
+    trust). While `certs rotate-ca` runs either file holds old + new CA: the host is
+    this cluster's as long as what this admin node signs with is trusted there (an older
+    copy of the pki dir, still signing with the old CA, is not)."""
     if local_pem is None:
         return False
     if host_pem.strip() == local_pem.strip():
@@ -95,10 +97,10 @@ def same_ca(host_pem: bytes, local_pem: bytes | None) -> bool:
     from etcdsop.certinfo import load_pems
     from etcdsop.pki import _spki
 
-    def keys(pem: bytes) -> set[bytes]:
-        return {_spki(c.public_key()) for c in load_pems(pem)}
-
-    return bool(keys(host_pem) & keys(local_pem))
+    local = load_pems(local_pem)
+    return bool(local) and _spki(local[0].public_key()) in {
+        _spki(c.public_key()) for c in load_pems(host_pem)
+    }
 
 
 def pki_refusal(member: Member, facts: HostFacts, local_ca_pem: bytes | None) -> str | None:

@@ -351,6 +351,8 @@ def test_hosts_mid_rotation_trust_the_local_ca(tmp_path: Path) -> None:
     assert same_ca(bundle(old, new), pem(new))  # after `done` began on the admin node
     assert same_ca(pem(old), bundle(old, new))  # before the bundle reached the host
     assert not same_ca(pem(foreign), bundle(new, old))
+    # a pki dir copied mid-rotation, still signing with the old CA, once hosts dropped it
+    assert not same_ca(pem(new), bundle(old, new))
     assert not same_ca(bundle(foreign, old), pem(new))
     assert not same_ca(b"not a pem", pem(new))
 
