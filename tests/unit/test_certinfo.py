@@ -48,7 +48,15 @@ from etcdsop.events import SilentReporter
 from etcdsop.guards import same_ca
 from etcdsop.model import PgCluster, SshTarget
 from etcdsop.ops import rotateca
-from etcdsop.ops.certhosts import READ, MemberCerts, client_sets, parse_read
+from etcdsop.ops.certhosts import (
+    READ,
+    FileFacts,
+    HostRead,
+    MemberCerts,
+    UnitFacts,
+    client_sets,
+    parse_read,
+)
 from etcdsop.ops.certs import Survey, _local_entries, local_trust, swap_local_copies
 from etcdsop.ops.common import ClusterView, RunOptions
 from etcdsop.pki import Pki
@@ -316,6 +324,26 @@ def test_a_host_lost_during_rotate_ca_is_refused_not_a_traceback(
     with pytest.raises(GuardRefused, match=r"10\.0\.0\.1: cannot connect"):
         rotateca.rotate(ctx)  # type: ignore[arg-type]
     assert rotateca.LocalCa(ctx).state().phase == "new-ca"  # type: ignore[arg-type, union-attr]
+
+
+def test_a_member_unreadable_before_a_restart_is_named_as_unreadable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one, two = (SimpleNamespace(name=f"etcd-{i}", ip=f"10.0.0.{i}") for i in (1, 2))
+    stale = HostRead(units={"etcd": UnitFacts("active", 1, 9000)})
+    stale.files[CA_CRT] = FileFacts(CA_CRT, CA_CRT, 10, b"")
+    reads = iter(
+        [
+            [MemberCerts(one, stale), MemberCerts(two, stale)],  # type: ignore[arg-type]
+            [MemberCerts(one, stale), MemberCerts(two, None, "cannot connect")],  # type: ignore[arg-type]
+        ]
+    )
+    monkeypatch.setattr(rotateca, "read_members", lambda ctx, members: next(reads))
+    monkeypatch.setattr(rotateca, "leader_last", lambda ctx, members: members)
+    with pytest.raises(
+        GuardRefused, match=r"restart etcd-1: cannot read etcd-2 \(cannot connect\)"
+    ):
+        rotateca.restart_stale(SimpleNamespace(), [one, two], "done", rotateca.RotateResult())  # type: ignore[arg-type, list-item]
 
 
 def test_rotate_ca_health_refusal_names_only_what_is_wrong() -> None:

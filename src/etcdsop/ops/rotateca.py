@@ -368,6 +368,12 @@ def restart_stale(ctx: Context, members: list[Member], phase: str, result: Rotat
         return
     for member in leader_last(ctx, stale):
         now = read_members(ctx, members)  # current certificates and trust, just before
+        unread = [f"{r.member.name} ({r.error})" for r in now if r.error]
+        if unread:  # its certificate unknown: the rule cannot be checked
+            raise GuardRefused(
+                f"refusing to restart {member.name}: cannot read {', '.join(unread)}; "
+                "re-run once it answers"
+            )
         trust = load_pems(next(r for r in now if r.member is member).content(CA_CRT) or b"")
         refused = unsafe_restart(trust, _server_certs(now))
         if refused:
