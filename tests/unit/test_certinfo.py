@@ -30,6 +30,7 @@ from etcdsop.carotation import (
     unsafe_restart,
 )
 from etcdsop.certinfo import (
+    CertEntry,
     bundle,
     describe,
     due,
@@ -344,6 +345,24 @@ def test_a_member_unreadable_before_a_restart_is_named_as_unreadable(
         GuardRefused, match=r"restart etcd-1: cannot read etcd-2 \(cannot connect\)"
     ):
         rotateca.restart_stale(SimpleNamespace(), [one, two], "done", rotateca.RotateResult())  # type: ignore[arg-type, list-item]
+
+
+def test_a_client_certificate_that_is_not_there_does_not_keep_the_old_ca() -> None:
+    """A PostgreSQL host of the inventory without Patroni yet: its default client files
+    are missing. The rotation could never finish (exit 2 on every re-run)."""
+    entries = [
+        CertEntry("client", "10.0.0.9", "/etc/etcd-client/client.crt", "unreadable", "missing"),
+        CertEntry("node", "10.0.0.1", "/etc/etcd/server.crt", "unreachable", "gone"),
+        CertEntry("client", "10.0.0.5", "/pg/cert/server.crt", "ok", issuer="0ld0ld00"),
+        CertEntry("client", "10.0.0.6", "/pg/cert/server.crt", "ok", issuer="11ew11ew"),
+        CertEntry("node", "admin", "/p/etcd/etcd-1.crt", "ok", issuer="0ld0ld00"),  # a copy
+        CertEntry("admin", "admin", "/p/etcdsop/admin.crt", "unreadable", issuer="0ld0ld00"),
+    ]
+    assert rotateca.signed_by_another(entries, "11ew11ew") == [
+        "10.0.0.1:/etc/etcd/server.crt",
+        "10.0.0.5:/pg/cert/server.crt",
+        "admin:/p/etcdsop/admin.crt",
+    ]
 
 
 def test_rotate_ca_health_refusal_names_only_what_is_wrong() -> None:

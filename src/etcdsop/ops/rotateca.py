@@ -31,7 +31,7 @@ from etcdsop.carotation import (
     trust_for,
     unsafe_restart,
 )
-from etcdsop.certinfo import bundle, fingerprint, load_pems, pem, short_fp
+from etcdsop.certinfo import CertEntry, bundle, fingerprint, load_pems, pem, short_fp
 from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused, InputError
 from etcdsop.model import Member
 from etcdsop.ops.certhosts import ClientCerts, MemberCerts, read_members
@@ -442,13 +442,7 @@ def rotate(ctx: Context) -> RotateResult:
         result.phases.append("reissued")
     report.phase("trust the new CA alone")
     found = reachable(survey(ctx, RENEW_BEFORE, members))
-    left = [
-        e.where
-        for e in found.entries
-        if e.kind in ("node", "client", "admin")
-        and e.issuer != short_fp(new)
-        and (e.host != ADMIN or e.kind == "admin")  # other admin-node files are copies
-    ]
+    left = signed_by_another(found.entries, short_fp(new))
     if left:
         raise ClusterError(
             f"{len(left)} certificate(s) still signed by another CA, the old CA stays trusted: "
@@ -462,6 +456,20 @@ def rotate(ctx: Context) -> RotateResult:
     local.save(rotation)
     result.phases.append("done")
     return result
+
+
+def signed_by_another(entries: list[CertEntry], new: str) -> list[str]:
+    """The certificates the old CA must stay trusted for: every node, client and admin
+    certificate not signed by the new CA. A file that is not there (a PostgreSQL host
+    without Patroni yet: reload's default set) is none: no client presents it."""
+    return [
+        e.where
+        for e in entries
+        if e.kind in ("node", "client", "admin")
+        and e.issuer != new
+        and (e.host != ADMIN or e.kind == "admin")  # other admin-node files are copies
+        and not (e.state == "unreadable" and not e.issuer)
+    ]
 
 
 def _check_bundle_everywhere(ctx: Context, members: list[Member], rotation: Rotation) -> None:
