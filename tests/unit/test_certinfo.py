@@ -58,7 +58,13 @@ from etcdsop.ops.certhosts import (
     client_sets,
     parse_read,
 )
-from etcdsop.ops.certs import Survey, _local_entries, local_trust, swap_local_copies
+from etcdsop.ops.certs import (
+    RenewResult,
+    Survey,
+    _local_entries,
+    local_trust,
+    swap_local_copies,
+)
 from etcdsop.ops.common import ClusterView, RunOptions
 from etcdsop.pki import Pki
 from etcdsop.render import CA_CRT
@@ -363,6 +369,46 @@ def test_a_client_certificate_that_is_not_there_does_not_keep_the_old_ca() -> No
         "10.0.0.5:/pg/cert/server.crt",
         "admin:/p/etcdsop/admin.crt",
     ]
+
+
+def test_a_ca_file_rewritten_after_the_bundle_phase_is_caught_up_by_a_re_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle phase is done, then something rewrote a member's ca.crt (same CAs)
+    without restarting etcd: the re-run restarts it before the new CA signs, instead of
+    "re-run to continue" on every re-run."""
+    make_pki(tmp_path)
+    ctx = SimpleNamespace(
+        pki_dir=tmp_path,
+        pki=Pki(tmp_path),
+        pki_hint=lambda: "hint",
+        report=SilentReporter(),
+        options=RunOptions(),
+        connect=lambda members: None,
+    )
+    local = rotateca.LocalCa(ctx)  # type: ignore[arg-type]
+    rotation, old, new = local.begin()
+    local.save(rotation.to("bundle"))
+    member = SimpleNamespace(name="etcd-1", ip="10.0.0.1")
+    host = {"etcd runs ms": 60_000}  # started a minute ago; ca.crt rewritten 1 s ago
+
+    def read(ctx: Any, members: Any) -> list[MemberCerts]:
+        facts = HostRead(units={"etcd": UnitFacts("active", 1, host["etcd runs ms"])})
+        facts.files[CA_CRT] = FileFacts(CA_CRT, CA_CRT, 1_000, bundle(old, new))
+        return [MemberCerts(member, facts)]  # type: ignore[arg-type]
+
+    def restart(ctx: Any, members: Any, phase: str, result: Any) -> None:
+        if any(r.runs_old_trust for r in read(ctx, members)):
+            host["etcd runs ms"] = 0  # what restart_stale does: a fresh etcd
+
+    trust = local_trust(ctx)  # type: ignore[arg-type]
+    monkeypatch.setattr(rotateca, "guard_healthy", lambda ctx: [member])
+    monkeypatch.setattr(rotateca, "survey", lambda *a, **k: Survey(trust, [], []))
+    monkeypatch.setattr(rotateca, "read_members", read)
+    monkeypatch.setattr(rotateca, "restart_stale", restart)
+    monkeypatch.setattr(rotateca, "renew", lambda *a, **k: RenewResult(0))
+    rotateca.rotate(ctx)  # type: ignore[arg-type]
+    assert local.state().phase == "done"  # type: ignore[union-attr]
 
 
 def test_rotate_ca_health_refusal_names_only_what_is_wrong() -> None:

@@ -408,7 +408,9 @@ def rotate(ctx: Context) -> RotateResult:
     assert rotation is not None
     old, new = local.cas(rotation)
     result.old, result.new, result.archive = short_fp(old), short_fp(new), rotation.archive
-    if not rotation.done("bundle"):
+    # Until the new CA signs, a re-run checks the bundle again (no-ops when it holds): a
+    # ca.crt rewritten since without a restart is caught up, not "re-run" forever.
+    if not rotation.done("reissued"):
         report.phase("trust old + new CA everywhere")
         found = reachable(survey(ctx, RENEW_BEFORE, members))
         push_trust(
@@ -421,9 +423,10 @@ def rotate(ctx: Context) -> RotateResult:
         )
         report.phase("rolling restart (old + new CA)")
         restart_stale(ctx, members, "bundle", result)
-        rotation = rotation.to("bundle")
-        local.save(rotation)
-        result.phases.append("bundle")
+        if not rotation.done("bundle"):
+            rotation = rotation.to("bundle")
+            local.save(rotation)
+            result.phases.append("bundle")
     if not rotation.done("reissued"):
         report.phase("certificates re-issued by the new CA")
         _check_bundle_everywhere(ctx, members, rotation)
