@@ -309,20 +309,25 @@ def test_local_ca_refuses_a_bundle_without_a_rotation(tmp_path: Path) -> None:
         rotateca.LocalCa(fake_ctx(tmp_path)).begin()
 
 
+def rotate_ctx(root: Path) -> Any:
+    """What rotate() uses of a Context when the hosts' parts are faked."""
+    return SimpleNamespace(
+        pki_dir=root,
+        pki=Pki(root),
+        pki_hint=lambda: "hint",
+        report=SilentReporter(),
+        options=RunOptions(),
+        connect=lambda members: None,
+    )
+
+
 def test_a_host_lost_during_rotate_ca_is_refused_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A host that answered the health check but not the next phase's read: exit 3 and
     nothing written (it was an AssertionError in push_trust)."""
     make_pki(tmp_path)
-    ctx = SimpleNamespace(
-        pki_dir=tmp_path,
-        pki=Pki(tmp_path),
-        pki_hint=lambda: "hint",
-        report=SilentReporter(),
-        options=RunOptions(),
-        connect=lambda members: None,
-    )
+    ctx = rotate_ctx(tmp_path)
     trust = local_trust(ctx)  # type: ignore[arg-type]
     gone = MemberCerts(SimpleNamespace(ip="10.0.0.1"), None, "cannot connect")  # type: ignore[arg-type]
     surveys = iter([Survey(trust, [], []), Survey(trust, [gone], [])])
@@ -378,14 +383,7 @@ def test_a_ca_file_rewritten_after_the_bundle_phase_is_caught_up_by_a_re_run(
     without restarting etcd: the re-run restarts it before the new CA signs, instead of
     "re-run to continue" on every re-run."""
     make_pki(tmp_path)
-    ctx = SimpleNamespace(
-        pki_dir=tmp_path,
-        pki=Pki(tmp_path),
-        pki_hint=lambda: "hint",
-        report=SilentReporter(),
-        options=RunOptions(),
-        connect=lambda members: None,
-    )
+    ctx = rotate_ctx(tmp_path)
     local = rotateca.LocalCa(ctx)  # type: ignore[arg-type]
     rotation, old, new = local.begin()
     local.save(rotation.to("bundle"))
