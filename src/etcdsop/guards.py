@@ -85,26 +85,22 @@ def create_refusal(
 
 
 def same_ca(host_pem: bytes, local_pem: bytes | None) -> bool:
-    """Whether a host's /etc/etcd/ca.crt is the local CA (same key: a CA renewed with
-    its own key still signs what the hosts trust)."""
+    """Whether a host's /etc/etcd/ca.crt trusts the local signing CA (the first of the
+    local file; same key: a CA renewed with its own key still signs what the hosts
+    trust). While `certs rotate-ca` runs either file holds old + new CA: the host is
+    this cluster's as long as what this admin node signs with is trusted there (an older
+    copy of the pki dir, still signing with the old CA, is not)."""
     if local_pem is None:
         return False
     if host_pem.strip() == local_pem.strip():
         return True
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+    from etcdsop.certinfo import load_pems
+    from etcdsop.pki import _spki
 
-    def spki(pem: bytes) -> bytes | None:
-        try:
-            key = x509.load_pem_x509_certificate(pem).public_key()
-        except ValueError:
-            return None
-        return key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    host_key = spki(host_pem)
-    return host_key is not None and host_key == spki(local_pem)
+    local = load_pems(local_pem)
+    return bool(local) and _spki(local[0].public_key()) in {
+        _spki(c.public_key()) for c in load_pems(host_pem)
+    }
 
 
 def pki_refusal(member: Member, facts: HostFacts, local_ca_pem: bytes | None) -> str | None:

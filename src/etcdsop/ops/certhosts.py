@@ -25,9 +25,14 @@ from etcdsop.remote import RemoteHost, run_parallel
 from etcdsop.render import CA_CRT, SERVER_CRT, SERVER_KEY
 
 # Arguments: "pair:<cert>:<key>" (does the key match the cert), "unit:<name>" (state,
-# seconds it has run) or a path (resolved path, seconds since written, content).
+# milliseconds it has run) or a path (resolved path, milliseconds since written,
+# content). Milliseconds, not seconds: an etcd started in the same second as its
+# ca.crt was written, just before, read the old file (rotate-ca's restart rule).
+# Run time from the boot clock (/proc/uptime and the process's start tick).
 READ = r"""
-now=$(date +%s)
+now=$(date +%s%N)
+hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+up=$(cut -d' ' -f1 /proc/uptime)
 for a in "$@"; do
   case $a in
   pair:*)
@@ -42,12 +47,16 @@ for a in "$@"; do
     u=${a#unit:}
     pid=$(systemctl show -p MainPID --value "$u" 2>/dev/null)
     run=-
-    if [ -n "$pid" ] && [ "$pid" != 0 ]; then run=$(ps -o etimes= -p "$pid" | tr -d ' '); fi
+    if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+      st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20)
+      if [ -n "$st" ]; then run=$(( ${up%.*}${up#*.}0 - st * 1000 / hz )); fi
+    fi
     echo "unit $u $(systemctl is-active "$u" 2>/dev/null | head -1) ${pid:-0} ${run:--}"
     ;;
   *)
     if [ -f "$a" ]; then
-      echo "file $a $(readlink -f -- "$a") $(( now - $(stat -L -c %Y "$a") )) $(base64 -w0 "$a")"
+      age=$(( (now - $(date -r "$a" +%s%N)) / 1000000 ))
+      echo "file $a $(readlink -f -- "$a") $age $(base64 -w0 "$a")"
     else echo "missing $a"; fi
     ;;
   esac
@@ -61,7 +70,7 @@ _PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]+")
 class FileFacts:
     path: str
     target: str  # links resolved: what a write must replace
-    age: int  # seconds since it was written
+    age_ms: int  # since it was written
     content: bytes
 
 
@@ -69,7 +78,7 @@ class FileFacts:
 class UnitFacts:
     active: str
     pid: int
-    runs: int | None  # seconds the process has run
+    runs_ms: int | None  # how long the process has run
 
 
 @dataclass
@@ -124,9 +133,9 @@ class MemberCerts:
         """etcd started before ca.crt was last written: it trusts what the file held then
         (etcd reads its CA only at start, etcd#11555)."""
         unit, ca = self.etcd, self.read.files.get(CA_CRT) if self.read else None
-        if unit is None or unit.runs is None or ca is None:
+        if unit is None or unit.runs_ms is None or ca is None:
             return False
-        return unit.runs > ca.age
+        return unit.runs_ms > ca.age_ms
 
 
 def read_members(ctx: Context, members: Sequence[Member]) -> list[MemberCerts]:

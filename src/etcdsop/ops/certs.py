@@ -24,6 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from etcdsop.carotation import NEXT
 from etcdsop.certinfo import (
     CertEntry,
     Kind,
@@ -147,7 +148,12 @@ def _local_entries(ctx: Context, trust: Trust, within: timedelta) -> list[CertEn
     for path in sorted((root / "ca").glob("ca-*.crt")):
         for ca in load_pems(path.read_bytes()):
             entry = describe("ca-archived", ADMIN, str(path), ca, now)
-            entry.issuer, entry.detail = entry.fingerprint, "kept after a rotation"
+            entry.issuer = entry.fingerprint
+            entry.detail = (
+                "the new CA of the rotation under way (signs once re-issuing begins)"
+                if path.name == f"{NEXT}.crt"
+                else "kept after a rotation"
+            )
             entries.append(entry)
     for sub in LEAF_DIRS:
         for path in sorted((root / sub).glob("*.crt")):

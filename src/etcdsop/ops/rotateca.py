@@ -31,11 +31,19 @@ from etcdsop.carotation import (
     trust_for,
     unsafe_restart,
 )
-from etcdsop.certinfo import bundle, fingerprint, load_pems, pem, short_fp
+from etcdsop.certinfo import CertEntry, bundle, fingerprint, load_pems, pem, short_fp
 from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused, InputError
 from etcdsop.model import Member
 from etcdsop.ops.certhosts import ClientCerts, MemberCerts, read_members
-from etcdsop.ops.certs import ADMIN, load_key, local_trust, renew, restart_vip, survey
+from etcdsop.ops.certs import (
+    ADMIN,
+    Survey,
+    load_key,
+    local_trust,
+    renew,
+    restart_vip,
+    survey,
+)
 from etcdsop.ops.common import Context
 from etcdsop.ops.filebackup import run_stamp, write_with_backup
 from etcdsop.ops.restart import leader_last, rolling_restart
@@ -113,22 +121,24 @@ class LocalCa:
         if not crt.exists():
             _write_atomic(arch_key, old_key_pem, 0o600)
             _write_atomic(crt, pem(old), 0o644)
-        new = self._next()
+        new = self._next(old)
         _write_atomic(self.crt, bundle(old, new), 0o644)
         rotation = Rotation("new-ca", fingerprint(old), fingerprint(new), archive)
         self.save(rotation)
         return rotation, old, new
 
-    def _next(self) -> x509.Certificate:
-        """The new CA: the one an interrupted run made, else a fresh RSA 4096 (as Pigsty's)."""
-        if self.next_key.exists() and self.next_crt.exists():
-            key = load_key(self.next_key)
+    def _next(self, old: x509.Certificate) -> x509.Certificate:
+        """The new CA: the one an interrupted run made, else a fresh RSA 4096 (as Pigsty's).
+        A ca-next.key holding the current CA's key (an interrupted `finish` left it) is
+        not a new one: re-using it would "rotate" to the same key."""
+        key = load_key(self.next_key) if self.next_key.exists() else None
+        if key is not None and _spki(key.public_key()) == _spki(old.public_key()):
+            key = None
+        if key is not None and self.next_crt.exists():
             certs = load_pems(self.next_crt.read_bytes())
             if certs and _spki(certs[0].public_key()) == _spki(key.public_key()):
                 return certs[0]
-        if self.next_key.exists():
-            key = load_key(self.next_key)
-        else:
+        if key is None:
             key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
             _write_atomic(self.next_key, _key_pem(key), 0o600)
         cert = Pki(self.ctx.pki_dir)._self_sign(key)
@@ -186,14 +196,26 @@ def guard_healthy(ctx: Context) -> list[Member]:
         if not any(u == x.peer_url for x in ctx.inventory.members)
     ]
     if sick or strangers:
-        why = f"not healthy: {', '.join(sick)}" if sick else ""
-        why += ("; " if why else "") + (
-            f"not in the inventory: {', '.join(strangers)}" if strangers else ""
+        why = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("not healthy", sick), ("not in the inventory", strangers))
+            if names
         )
         raise GuardRefused(
             f"refusing to rotate the CA, nothing was changed: every voter must be healthy ({why})"
         )
     return [m for m in ctx.inventory.members if find_live(m, view.members) is not None]
+
+
+def reachable(found: Survey) -> Survey:
+    """Every host of the survey was read (exit 3 otherwise): one that cannot be updated
+    would be cut off. Checked at every phase: a host may go down during a run."""
+    if found.unreachable:
+        raise GuardRefused(
+            "refusing to rotate the CA: a host that cannot be updated would be cut off, "
+            "re-run once it is back: " + "; ".join(found.unreachable)
+        )
+    return found
 
 
 def _fail_on(results: dict[str, object], what: str) -> None:
@@ -346,6 +368,12 @@ def restart_stale(ctx: Context, members: list[Member], phase: str, result: Rotat
         return
     for member in leader_last(ctx, stale):
         now = read_members(ctx, members)  # current certificates and trust, just before
+        unread = [f"{r.member.name} ({r.error})" for r in now if r.error]
+        if unread:  # its certificate unknown: the rule cannot be checked
+            raise GuardRefused(
+                f"refusing to restart {member.name}: cannot read {', '.join(unread)}; "
+                "re-run once it answers"
+            )
         trust = load_pems(next(r for r in now if r.member is member).content(CA_CRT) or b"")
         refused = unsafe_restart(trust, _server_certs(now))
         if refused:
@@ -368,12 +396,7 @@ def rotate(ctx: Context) -> RotateResult:
     report.phase("health")
     members = guard_healthy(ctx)
     ctx.connect(members)
-    found = survey(ctx, RENEW_BEFORE, members)
-    if found.unreachable:
-        raise GuardRefused(
-            "refusing to rotate the CA: a host that cannot be updated would be cut off: "
-            + "; ".join(found.unreachable)
-        )
+    found = reachable(survey(ctx, RENEW_BEFORE, members))
     if next_phase(rotation) == "new-ca":
         report.phase("new CA")
         rotation, old, new = local.begin()
@@ -385,9 +408,11 @@ def rotate(ctx: Context) -> RotateResult:
     assert rotation is not None
     old, new = local.cas(rotation)
     result.old, result.new, result.archive = short_fp(old), short_fp(new), rotation.archive
-    if not rotation.done("bundle"):
+    # Until the new CA signs, a re-run checks the bundle again (no-ops when it holds): a
+    # ca.crt rewritten since without a restart is caught up, not "re-run" forever.
+    if not rotation.done("reissued"):
         report.phase("trust old + new CA everywhere")
-        found = survey(ctx, RENEW_BEFORE, members)
+        found = reachable(survey(ctx, RENEW_BEFORE, members))
         push_trust(
             ctx,
             bundle(old, new),
@@ -398,9 +423,10 @@ def rotate(ctx: Context) -> RotateResult:
         )
         report.phase("rolling restart (old + new CA)")
         restart_stale(ctx, members, "bundle", result)
-        rotation = rotation.to("bundle")
-        local.save(rotation)
-        result.phases.append("bundle")
+        if not rotation.done("bundle"):
+            rotation = rotation.to("bundle")
+            local.save(rotation)
+            result.phases.append("bundle")
     if not rotation.done("reissued"):
         report.phase("certificates re-issued by the new CA")
         _check_bundle_everywhere(ctx, members, rotation)
@@ -418,14 +444,8 @@ def rotate(ctx: Context) -> RotateResult:
         local.save(rotation)
         result.phases.append("reissued")
     report.phase("trust the new CA alone")
-    found = survey(ctx, RENEW_BEFORE, members)
-    left = [
-        e.where
-        for e in found.entries
-        if e.kind in ("node", "client", "admin")
-        and e.issuer != short_fp(new)
-        and (e.host != ADMIN or e.kind == "admin")  # other admin-node files are copies
-    ]
+    found = reachable(survey(ctx, RENEW_BEFORE, members))
+    left = signed_by_another(found.entries, short_fp(new))
     if left:
         raise ClusterError(
             f"{len(left)} certificate(s) still signed by another CA, the old CA stays trusted: "
@@ -439,6 +459,20 @@ def rotate(ctx: Context) -> RotateResult:
     local.save(rotation)
     result.phases.append("done")
     return result
+
+
+def signed_by_another(entries: list[CertEntry], new: str) -> list[str]:
+    """The certificates the old CA must stay trusted for: every node, client and admin
+    certificate not signed by the new CA. A file that is not there (a PostgreSQL host
+    without Patroni yet: reload's default set) is none: no client presents it."""
+    return [
+        e.where
+        for e in entries
+        if e.kind in ("node", "client", "admin")
+        and e.issuer != new
+        and (e.host != ADMIN or e.kind == "admin")  # other admin-node files are copies
+        and not (e.state == "unreadable" and not e.issuer)
+    ]
 
 
 def _check_bundle_everywhere(ctx: Context, members: list[Member], rotation: Rotation) -> None:
