@@ -37,6 +37,15 @@ BEFORE_KEY = "/app/upgrade/before"
 # The local repository's package list on a host: without it apt offers no 3.5 there.
 LOCAL_LISTS = "/var/lib/apt/lists/*etcdsop-apt*Packages*"
 DROP_IN = "/etc/systemd/system/etcd.service.d/99-e2e-broken.conf"
+# A user package that etcd 3.5 breaks: apt -y would remove it to install 3.5.
+BREAKER = r"""set -e
+d=$(mktemp -d); mkdir -p $d/DEBIAN
+printf '%s\n' 'Package: pg-ha-agent' 'Version: 1.0' 'Architecture: all' \
+  'Maintainer: e2e <e2e@example.com>' 'Breaks: etcd-server (>= 3.5)' \
+  'Description: breaks with etcd 3.5' > $d/DEBIAN/control
+dpkg-deb --build $d /root/pg-ha-agent.deb >/dev/null && dpkg -i /root/pg-ha-agent.deb >/dev/null
+rm -rf $d /root/pg-ha-agent.deb
+"""
 
 
 def installed(bed: Bed, ips: list[str]) -> dict[str, str]:
@@ -104,6 +113,26 @@ def test_a_host_without_the_version_is_refused_before_any_host_changes(
     assert {s.version for s in statuses} == {"3.4.23"}
     assert client(inv, ips).versions(f"https://{ips[0]}:2379")[1] == "3.4.0"
     assert not list((inv.parent / "files" / "backup").glob("*.db"))  # no snapshot either
+
+
+def test_an_install_that_would_remove_another_package_is_refused_before_any_host_changes(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    host = ips[2]
+    bed.ssh(host, BREAKER)
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+        kept = bed.ssh(host, "dpkg-query -W -f '${Status}' pg-ha-agent").stdout
+    finally:
+        bed.ssh(host, "dpkg --purge pg-ha-agent >/dev/null")
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert f"host {host}: apt-get install " in line
+    assert "would also remove pg-ha-agent" in line and "nothing was changed" in line
+    assert kept == "install ok installed"
+    assert all(v.startswith("3.4.") for v in installed(bed, ips).values())
+    assert not list((inv.parent / "files" / "backup").glob("*.db"))
 
 
 def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth_and_patroni(

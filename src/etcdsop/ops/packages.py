@@ -133,6 +133,49 @@ def v2store_refusal(host: RemoteHost, data_dir: str) -> str | None:
     )
 
 
+# What apt would do for the install, without doing it (no lock taken): Inst/Remv lines.
+_SIMULATE = r"""
+apt-get -s -q -o Debug::NoLocking=1 install --no-install-recommends "$@" 2>&1
+"""
+
+
+def other_changes(ours: list[str], simulation: str) -> list[str]:
+    """What else apt would change (from `apt-get -s install`): a removal, or another
+    installed package up- or downgraded, which would run with its service restarts
+    forbidden (policy-rc.d); a new dependency is fine. An "E:" line stands for itself."""
+    found = []
+    for line in simulation.splitlines():
+        words = line.split()
+        if line.startswith("E: "):
+            found.append(line[3:].strip())
+        elif len(words) >= 2 and words[0] == "Remv":
+            found.append(f"remove {words[1]}")
+        elif (
+            len(words) >= 3
+            and words[0] == "Inst"
+            and words[1] not in ours
+            and words[2].startswith("[")
+        ):
+            found.append(f"upgrade {words[1]} {words[2].strip('[]')}")
+    return found
+
+
+def install_refusal(host: RemoteHost, packages: list[str], version: str) -> str | None:
+    """Why installing would change more than etcd's packages on this host, or None."""
+    specs = [f"{p}={version}" for p in packages]
+    result = host.run(["sh", "-c", _SIMULATE, "sh", *specs], check=False, timeout=120)
+    found = other_changes(packages, result.stdout)
+    if not found and result.rc != 0:
+        found = [(result.stdout.strip().splitlines() or [f"exit {result.rc}"])[-1]]
+    if not found:
+        return None
+    return (
+        f"host {host.label}: apt-get install {' '.join(specs)} would also "
+        f"{'; '.join(found[:5])}: etcdsop changes only etcd's packages (upgrade or remove "
+        "the others first, e.g. apt-get upgrade on that host); nothing was changed"
+    )
+
+
 # A policy-rc.d that says 101 ("action forbidden") keeps the package's maintainer
 # scripts from starting or restarting etcd: etcdsop restarts it, one member at a time.
 # Whatever was there before is put back, also after an interrupted run (the marker).
@@ -157,7 +200,8 @@ enabled=$(systemctl is-enabled etcd 2>/dev/null)
 export DEBIAN_FRONTEND=noninteractive
 dpkg --configure -a >/dev/null 2>&1  # finish a run that was interrupted
 apt-get -q -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confold \
-  -o Dpkg::Options::=--force-confdef install --no-install-recommends "$@" || exit 10
+  -o Dpkg::Options::=--force-confdef install --no-install-recommends --no-remove "$@" \
+  || exit 10
 systemctl daemon-reload
 now=$(systemctl is-enabled etcd 2>/dev/null)
 if [ "$now" != "$enabled" ]; then

@@ -139,6 +139,9 @@ class Upgrade:
             self._check_for_36()
         if auth_gated(target) and not all(auth_gated(v) for v in running.values()):
             self._check_patroni(target)
+        self._check_installs(
+            package_version, [m for m in self.members if running[m.name] != target]
+        )
         self.result.target = str(target)
         self.result.package_version = package_version
         self.result.packages = sorted({p for f in self.facts.values() for p in f.packages})
@@ -247,6 +250,23 @@ class Upgrade:
             self.facts[member.ip] = answer
             installed = ", ".join(f"{p} {v}" for p, v in sorted(answer.installed.items()))
             self.ctx.report.host(member.ip, installed or "no etcd package")
+
+    def _check_installs(self, version: str, members: list[Member]) -> None:
+        """apt would change nothing but etcd's packages on the hosts still to go: a
+        removal, or another package upgraded while service restarts are forbidden, is
+        refused before any change (apt's simulation, no lock)."""
+
+        def ask(member: Member) -> str | None:
+            facts = self.facts[member.ip]
+            return packages.install_refusal(self.ctx.host(member), facts.packages, version)
+
+        answers = self.ctx.parallel(members, ask)
+        for member in members:
+            answer = answers[member.ip]
+            if isinstance(answer, ClusterError):
+                raise answer
+            if answer:
+                raise GuardRefused(f"refusing to upgrade: {answer}")
 
     def _check_for_36(self) -> None:
         """3.6 has no v2 API: no enable-v2 (or renamed experimental flag) in etcd.conf,
