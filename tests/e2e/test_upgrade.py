@@ -46,6 +46,8 @@ printf '%s\n' 'Package: pg-ha-agent' 'Version: 1.0' 'Architecture: all' \
 dpkg-deb --build $d /root/pg-ha-agent.deb >/dev/null && dpkg -i /root/pg-ha-agent.deb >/dev/null
 rm -rf $d /root/pg-ha-agent.deb
 """
+# Freezes etcd (no restart: it still runs 3.4 once thawed) when apt has installed.
+FREEZE = "/etc/apt/apt.conf.d/99-e2e-freeze-etcd"
 
 
 def installed(bed: Bed, ips: list[str]) -> dict[str, str]:
@@ -133,6 +135,28 @@ def test_an_install_that_would_remove_another_package_is_refused_before_any_host
     assert kept == "install ok installed"
     assert all(v.startswith("3.4.") for v in installed(bed, ips).values())
     assert not list((inv.parent / "files" / "backup").glob("*.db"))
+
+
+def test_a_member_down_after_the_install_stops_the_run_before_the_first_restart(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    root = client(inv, ips)
+    leader = next(m for m in root.member_list() if m.id == root.status(root.endpoints[0]).leader)
+    _first, frozen = [ip for ip in ips if f"https://{ip}:2380" not in leader.peer_urls]
+    # The first follower would be restarted first: with the second one down that
+    # restart would leave the cluster without a quorum.
+    bed.ssh(frozen, f"echo 'DPkg::Post-Invoke {{\"systemctl kill -s STOP etcd\";}};' > {FREEZE}")
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+    finally:
+        bed.ssh(frozen, f"rm -f {FREEZE}; systemctl kill -s CONT etcd")
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert f"member(s) not healthy: etcd-{ips.index(frozen) + 1} ({frozen}: " in line
+    assert "upgraded so far" not in line
+    assert {root.status(f"https://{ip}:2379").version for ip in ips} == {"3.4.23"}
+    assert all(v.startswith("3.5.") for v in installed(bed, ips).values())  # not yet run
 
 
 def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth_and_patroni(

@@ -389,8 +389,9 @@ class Upgrade:
             pending = [m for m in self.members if m.ip in entries]
             current: Member | None = None
             try:
-                if done:
-                    self._check_health(done)
+                # Before every restart, the first too: the install may have taken
+                # minutes (apt's lock), long enough for another member to go down.
+                self._check_health(done)
                 leader = self._leader_id()
                 chosen = next_member([self._candidate(m) for m in pending], leader)
                 assert chosen is not None
