@@ -9,6 +9,7 @@ module expects the base's 3.4 on h1-h6.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.faults.harness import Writer
 from etcdsop import sandbox
 from etcdsop.errors import ClusterError
 from etcdsop.inventory import load_inventory
+from etcdsop.ops.packages import MARK
 
 pytestmark = pytest.mark.e2e
 
@@ -255,6 +257,15 @@ def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth
     assert patroni_after["pg-test-1"] == patroni_before["pg-test-1"]
     assert pgbed.pg_client(inv, ips).get("/pg/pg-test/leader") == b"pg-test-1"
 
-    # The same command again changes nothing: every member is on the target already.
+    # The same command again changes nothing: every member is on the target already;
+    # but it puts back a policy-rc.d an install killed on a host left (ours, and the
+    # operator's set aside), byte for byte.
+    bed.ssh(
+        first,
+        "printf '#!/bin/sh\\nexit 0' > /usr/sbin/policy-rc.d.etcdsop-saved && "
+        f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d",
+    )
     again = run_cli("upgrade", "-y", "--to", target, "--json", "-i", str(inv))
     assert [m["skipped"] for m in json.loads(again.stdout)["members"]] == [True] * 3
+    left = bed.ssh(first, "cat /usr/sbin/policy-rc.d; echo; ls /usr/sbin/policy-rc.d*").stdout
+    assert left == "#!/bin/sh\nexit 0\n/usr/sbin/policy-rc.d\n"  # ours gone, theirs back

@@ -260,3 +260,8 @@ def test_a_removal_or_another_package_upgraded_under_policy_rc_d_is_named() -> N
         "upgrade libc6 2.36-9",
         "Held packages were changed and -y was used without --allow-change-held-packages.",
     ]
+
+
+def test_a_policy_rc_d_an_interrupted_install_left_is_seen() -> None:
+    assert parse_facts("h", "apt yes\nguard left\n").guard_left
+    assert not parse_facts("h", "apt yes\n").guard_left

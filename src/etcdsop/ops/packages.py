@@ -8,6 +8,7 @@ their own units, and none of those is reachable here to prove the steps on.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from etcdsop.errors import ClusterError
@@ -19,7 +20,8 @@ BINARIES = ("/usr/bin/etcd", "/usr/bin/etcdctl", "/usr/bin/etcdutl")
 
 # One round trip, read-only. Lines: "apt yes|no", "own <binary> <package|->",
 # "installed <package> <version>", "madison <package> <version>", "etcdutl yes|no",
-# "conf <line>" for each etcd.conf line naming the v2 API or an experimental flag.
+# "conf <line>" for each etcd.conf line naming the v2 API or an experimental flag,
+# "guard left" when an interrupted install left our policy-rc.d (or the one it set aside).
 _FACTS = r"""
 command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
   || { echo "apt no"; exit 0; }
@@ -38,6 +40,8 @@ for p in $pkgs; do
 done
 if [ -x /usr/bin/etcdutl ]; then echo "etcdutl yes"; else echo "etcdutl no"; fi
 grep -E '^[[:space:]]*(enable-v2|experimental-)' $CONF 2>/dev/null | sed 's/^/conf /'
+P=/usr/sbin/policy-rc.d
+if { [ -e "$P" ] && grep -qF @MARK@ "$P"; } || [ -e "$P.etcdsop-saved" ]; then echo "guard left"; fi
 exit 0
 """
 
@@ -51,6 +55,7 @@ class PackageFacts:
     available: dict[str, list[str]] = field(default_factory=dict)  # package -> versions
     etcdutl: bool = False
     conf_lines: list[str] = field(default_factory=list)  # v2 / experimental lines
+    guard_left: bool = False  # our policy-rc.d from an interrupted install
 
     @property
     def packages(self) -> list[str]:
@@ -98,11 +103,14 @@ def parse_facts(host: str, text: str) -> PackageFacts:
             facts.etcdutl = rest.strip() == "yes"
         elif kind == "conf":
             facts.conf_lines.append(rest.strip())
+        elif kind == "guard":
+            facts.guard_left = rest.strip() == "left"
     return facts
 
 
 def gather(host: RemoteHost) -> PackageFacts:
     script = _FACTS.replace("$BINARIES", " ".join(BINARIES)).replace("$CONF", ETCD_CONF)
+    script = script.replace("@MARK@", shlex.quote(MARK))
     return parse_facts(host.label, host.run(["sh", "-c", script], timeout=60).stdout)
 
 
@@ -179,17 +187,23 @@ def install_refusal(host: RemoteHost, packages: list[str], version: str) -> str 
 # A policy-rc.d that says 101 ("action forbidden") keeps the package's maintainer
 # scripts from starting or restarting etcd: etcdsop restarts it, one member at a time.
 # Whatever was there before is put back, also after an interrupted run (the marker).
-_INSTALL = r"""
+MARK = "# etcdsop upgrade: no service (re)starts while packages change"
+# Puts back what was there before: ours removed, the one set aside moved back (a
+# policy-rc.d that is not ours, put there since, is left alone, and the saved one too).
+_GUARD = r"""
 set -u
 P=/usr/sbin/policy-rc.d
-MARK="# etcdsop upgrade: no service (re)starts while packages change"
-if [ -e "$P" ] && ! grep -qF "$MARK" "$P" && [ ! -e "$P.etcdsop-saved" ]; then
-  mv "$P" "$P.etcdsop-saved"
-fi
+MARK=@MARK@
 cleanup() {
+  if [ -e "$P" ] && ! grep -qF "$MARK" "$P"; then return 0; fi
   rm -f "$P"
   if [ -e "$P.etcdsop-saved" ]; then mv "$P.etcdsop-saved" "$P"; fi
 }
+"""
+_INSTALL = r"""
+if [ -e "$P" ] && ! grep -qF "$MARK" "$P" && [ ! -e "$P.etcdsop-saved" ]; then
+  mv "$P" "$P.etcdsop-saved"
+fi
 trap cleanup EXIT
 trap 'exit 130' HUP INT TERM
 printf '#!/bin/sh\n%s\nexit 101\n' "$MARK" > "$P"
@@ -223,7 +237,7 @@ exit 0
 def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
     """Install every package at version, etcd left running on its old binary until our
     restart; the notes it printed (a unit it had to set back)."""
-    script = _INSTALL.replace("$UNIT", UNIT).replace("$CONF", ETCD_CONF)
+    script = _guard() + _INSTALL.replace("$UNIT", UNIT).replace("$CONF", ETCD_CONF)
     specs = [f"{p}={version}" for p in packages]
     result = host.run(["sh", "-c", script, "sh", *specs], check=False, timeout=900)
     if result.rc == 0:
@@ -232,3 +246,13 @@ def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
     said = "\n".join(line for line in lines[-15:] if "apt-utils is not installed" not in line)
     what = "failed" if result.rc == 10 else "left etcd's unit or etcd.conf changed"
     raise ClusterError(f"host {host.label}: apt-get install {' '.join(specs)} {what}", details=said)
+
+
+def _guard() -> str:
+    return _GUARD.replace("@MARK@", shlex.quote(MARK))
+
+
+def restore_guard(host: RemoteHost) -> None:
+    """Put back the policy-rc.d an interrupted install left (ours keeps every package
+    from starting or restarting any service on the host)."""
+    host.run(["sh", "-c", _guard() + "cleanup\n"], timeout=60)

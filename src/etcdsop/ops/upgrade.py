@@ -374,6 +374,7 @@ class Upgrade:
     # -- the changes ---------------------------------------------------------------
     def apply(self) -> UpgradeResult:
         ctx, result = self.ctx, self.result
+        self._restore_guards()
         if result.todo:
             backup_result = _backup(ctx)
             result.snapshot = backup_result
@@ -414,6 +415,17 @@ class Upgrade:
         result.cluster_version_after = self._wait_cluster_version()
         result.leader_after = self._name(self._leader_id())
         return result
+
+    def _restore_guards(self) -> None:
+        """An install that was killed (its shell, or the host) left our policy-rc.d,
+        which keeps every package from (re)starting any service: put back what was
+        there, also on a host whose member runs the target already."""
+        left = [m for m in self.members if self.facts[m.ip].guard_left]
+        for member in left:
+            packages.restore_guard(self.ctx.host(member))
+            self.ctx.report.host(
+                member.ip, "put back /usr/sbin/policy-rc.d as before an interrupted run", "changed"
+            )
 
     def _install_all(self) -> None:
         """The packages on every host still to go, at once: nothing restarts etcd (the
