@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from etcdsop.errors import GuardRefused, InputError
-from etcdsop.ops.packages import other_changes, parse_facts
+from etcdsop.ops.packages import install_outcome, other_changes, parse_facts
 from etcdsop.versions import (
     Candidate,
     Target,
@@ -265,3 +265,9 @@ def test_a_removal_or_another_package_upgraded_under_policy_rc_d_is_named() -> N
 def test_a_policy_rc_d_an_interrupted_install_left_is_seen() -> None:
     assert parse_facts("h", "apt yes\nguard left\n").guard_left
     assert not parse_facts("h", "apt yes\n").guard_left
+
+
+def test_a_killed_install_is_not_reported_as_a_changed_unit() -> None:
+    assert install_outcome(10) == "failed"
+    assert install_outcome(11) == "left etcd's unit or etcd.conf changed"
+    assert install_outcome(137) == "was interrupted (exit 137)"

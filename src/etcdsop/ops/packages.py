@@ -234,6 +234,17 @@ exit 0
 """
 
 
+def install_outcome(rc: int) -> str:
+    """What the install script's exit code says (any other: its shell was killed or
+    stopped, the package may be half-installed: a re-run finishes it)."""
+    known = {
+        10: "failed",
+        11: "left etcd's unit or etcd.conf changed",
+        12: f"left etcd running from another unit than {UNIT}",
+    }
+    return known.get(rc, f"was interrupted (exit {rc})")
+
+
 def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
     """Install every package at version, etcd left running on its old binary until our
     restart; the notes it printed (a unit it had to set back)."""
@@ -244,7 +255,7 @@ def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
         return [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     lines = (result.stdout + "\n" + result.stderr).strip().splitlines()
     said = "\n".join(line for line in lines[-15:] if "apt-utils is not installed" not in line)
-    what = "failed" if result.rc == 10 else "left etcd's unit or etcd.conf changed"
+    what = install_outcome(result.rc)
     raise ClusterError(f"host {host.label}: apt-get install {' '.join(specs)} {what}", details=said)
 
 
