@@ -9,6 +9,7 @@ module expects the base's 3.4 on h1-h6.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.faults.harness import Writer
 from etcdsop import sandbox
 from etcdsop.errors import ClusterError
 from etcdsop.inventory import load_inventory
+from etcdsop.ops.packages import MARK
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +39,17 @@ BEFORE_KEY = "/app/upgrade/before"
 # The local repository's package list on a host: without it apt offers no 3.5 there.
 LOCAL_LISTS = "/var/lib/apt/lists/*etcdsop-apt*Packages*"
 DROP_IN = "/etc/systemd/system/etcd.service.d/99-e2e-broken.conf"
+# A user package that etcd 3.5 breaks: apt -y would remove it to install 3.5.
+BREAKER = r"""set -e
+d=$(mktemp -d); mkdir -p $d/DEBIAN
+printf '%s\n' 'Package: pg-ha-agent' 'Version: 1.0' 'Architecture: all' \
+  'Maintainer: e2e <e2e@example.com>' 'Breaks: etcd-server (>= 3.5)' \
+  'Description: breaks with etcd 3.5' > $d/DEBIAN/control
+dpkg-deb --build $d /root/pg-ha-agent.deb >/dev/null && dpkg -i /root/pg-ha-agent.deb >/dev/null
+rm -rf $d /root/pg-ha-agent.deb
+"""
+# Freezes etcd (no restart: it still runs 3.4 once thawed) when apt has installed.
+FREEZE = "/etc/apt/apt.conf.d/99-e2e-freeze-etcd"
 
 
 def installed(bed: Bed, ips: list[str]) -> dict[str, str]:
@@ -104,6 +117,48 @@ def test_a_host_without_the_version_is_refused_before_any_host_changes(
     assert {s.version for s in statuses} == {"3.4.23"}
     assert client(inv, ips).versions(f"https://{ips[0]}:2379")[1] == "3.4.0"
     assert not list((inv.parent / "files" / "backup").glob("*.db"))  # no snapshot either
+
+
+def test_an_install_that_would_remove_another_package_is_refused_before_any_host_changes(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    host = ips[2]
+    bed.ssh(host, BREAKER)
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+        kept = bed.ssh(host, "dpkg-query -W -f '${Status}' pg-ha-agent").stdout
+    finally:
+        bed.ssh(host, "dpkg --purge pg-ha-agent >/dev/null")
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert f"host {host}: apt-get install " in line
+    assert "would also remove pg-ha-agent" in line and "nothing was changed" in line
+    assert kept == "install ok installed"
+    assert all(v.startswith("3.4.") for v in installed(bed, ips).values())
+    assert not list((inv.parent / "files" / "backup").glob("*.db"))
+
+
+def test_a_member_down_after_the_install_stops_the_run_before_the_first_restart(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    inv, ips = cluster
+    root = client(inv, ips)
+    leader = next(m for m in root.member_list() if m.id == root.status(root.endpoints[0]).leader)
+    _first, frozen = [ip for ip in ips if f"https://{ip}:2380" not in leader.peer_urls]
+    # The first follower would be restarted first: with the second one down that
+    # restart would leave the cluster without a quorum.
+    bed.ssh(frozen, f"echo 'DPkg::Post-Invoke {{\"systemctl kill -s STOP etcd\";}};' > {FREEZE}")
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+    finally:
+        bed.ssh(frozen, f"rm -f {FREEZE}; systemctl kill -s CONT etcd")
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert f"member(s) not healthy: etcd-{ips.index(frozen) + 1} ({frozen}: " in line
+    assert "upgraded so far" not in line
+    assert {root.status(f"https://{ip}:2379").version for ip in ips} == {"3.4.23"}
+    assert all(v.startswith("3.5.") for v in installed(bed, ips).values())  # not yet run
 
 
 def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth_and_patroni(
@@ -202,6 +257,15 @@ def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth
     assert patroni_after["pg-test-1"] == patroni_before["pg-test-1"]
     assert pgbed.pg_client(inv, ips).get("/pg/pg-test/leader") == b"pg-test-1"
 
-    # The same command again changes nothing: every member is on the target already.
+    # The same command again changes nothing: every member is on the target already;
+    # but it puts back a policy-rc.d an install killed on a host left (ours, and the
+    # operator's set aside), byte for byte.
+    bed.ssh(
+        first,
+        "printf '#!/bin/sh\\nexit 0' > /usr/sbin/policy-rc.d.etcdsop-saved && "
+        f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d",
+    )
     again = run_cli("upgrade", "-y", "--to", target, "--json", "-i", str(inv))
     assert [m["skipped"] for m in json.loads(again.stdout)["members"]] == [True] * 3
+    left = bed.ssh(first, "cat /usr/sbin/policy-rc.d; echo; ls /usr/sbin/policy-rc.d*").stdout
+    assert left == "#!/bin/sh\nexit 0\n/usr/sbin/policy-rc.d\n"  # ours gone, theirs back

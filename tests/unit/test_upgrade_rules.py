@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from etcdsop.errors import GuardRefused, InputError
-from etcdsop.ops.packages import parse_facts
+from etcdsop.ops.packages import install_outcome, other_changes, parse_facts
 from etcdsop.versions import (
     Candidate,
     Target,
@@ -233,3 +233,41 @@ def test_a_patroni_older_than_4_1_1_refuses_an_auth_gated_target() -> None:
     assert "upgrade Patroni first, or give --to 3.5.27 or older; nothing was changed" in said
     assert patroni_refusal(Version(3, 5, 16), old) is None  # before the CVE fixes
     assert patroni_refusal(Version(3, 5, 30), {"h": Version(4, 1, 1)}) is None
+
+
+SIMULATION = """NOTE: This is only a simulation!
+      apt-get needs root privileges for real execution.
+Inst etcd-server [3.4.23-4+b4] (3.5.16-4 etcdsop-sandbox:localhost [amd64])
+Inst etcd-client [3.4.23-4+b4] (3.5.16-4 etcdsop-sandbox:localhost [amd64])
+Inst libnew (1.0 Debian:12 [amd64])
+Conf etcd-server (3.5.16-4 etcdsop-sandbox:localhost [amd64])
+"""
+
+
+def test_an_install_of_etcds_packages_and_new_dependencies_changes_nothing_else() -> None:
+    assert other_changes(["etcd-client", "etcd-server"], SIMULATION) == []
+
+
+def test_a_removal_or_another_package_upgraded_under_policy_rc_d_is_named() -> None:
+    simulation = (
+        SIMULATION
+        + "Remv pg-ha-agent [1.0]\n"
+        + "Inst libc6 [2.36-9] (2.41-12 Debian:13 [amd64])\n"
+        + "E: Held packages were changed and -y was used without --allow-change-held-packages.\n"
+    )
+    assert other_changes(["etcd-client", "etcd-server"], simulation) == [
+        "remove pg-ha-agent",
+        "upgrade libc6 2.36-9",
+        "Held packages were changed and -y was used without --allow-change-held-packages.",
+    ]
+
+
+def test_a_policy_rc_d_an_interrupted_install_left_is_seen() -> None:
+    assert parse_facts("h", "apt yes\nguard left\n").guard_left
+    assert not parse_facts("h", "apt yes\n").guard_left
+
+
+def test_a_killed_install_is_not_reported_as_a_changed_unit() -> None:
+    assert install_outcome(10) == "failed"
+    assert install_outcome(11) == "left etcd's unit or etcd.conf changed"
+    assert install_outcome(137) == "was interrupted (exit 137)"

@@ -8,6 +8,7 @@ their own units, and none of those is reachable here to prove the steps on.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from etcdsop.errors import ClusterError
@@ -19,7 +20,8 @@ BINARIES = ("/usr/bin/etcd", "/usr/bin/etcdctl", "/usr/bin/etcdutl")
 
 # One round trip, read-only. Lines: "apt yes|no", "own <binary> <package|->",
 # "installed <package> <version>", "madison <package> <version>", "etcdutl yes|no",
-# "conf <line>" for each etcd.conf line naming the v2 API or an experimental flag.
+# "conf <line>" for each etcd.conf line naming the v2 API or an experimental flag,
+# "guard left" when an interrupted install left our policy-rc.d (or the one it set aside).
 _FACTS = r"""
 command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
   || { echo "apt no"; exit 0; }
@@ -38,6 +40,8 @@ for p in $pkgs; do
 done
 if [ -x /usr/bin/etcdutl ]; then echo "etcdutl yes"; else echo "etcdutl no"; fi
 grep -E '^[[:space:]]*(enable-v2|experimental-)' $CONF 2>/dev/null | sed 's/^/conf /'
+P=/usr/sbin/policy-rc.d
+if { [ -e "$P" ] && grep -qF @MARK@ "$P"; } || [ -e "$P.etcdsop-saved" ]; then echo "guard left"; fi
 exit 0
 """
 
@@ -51,6 +55,7 @@ class PackageFacts:
     available: dict[str, list[str]] = field(default_factory=dict)  # package -> versions
     etcdutl: bool = False
     conf_lines: list[str] = field(default_factory=list)  # v2 / experimental lines
+    guard_left: bool = False  # our policy-rc.d from an interrupted install
 
     @property
     def packages(self) -> list[str]:
@@ -98,11 +103,14 @@ def parse_facts(host: str, text: str) -> PackageFacts:
             facts.etcdutl = rest.strip() == "yes"
         elif kind == "conf":
             facts.conf_lines.append(rest.strip())
+        elif kind == "guard":
+            facts.guard_left = rest.strip() == "left"
     return facts
 
 
 def gather(host: RemoteHost) -> PackageFacts:
     script = _FACTS.replace("$BINARIES", " ".join(BINARIES)).replace("$CONF", ETCD_CONF)
+    script = script.replace("@MARK@", shlex.quote(MARK))
     return parse_facts(host.label, host.run(["sh", "-c", script], timeout=60).stdout)
 
 
@@ -133,20 +141,69 @@ def v2store_refusal(host: RemoteHost, data_dir: str) -> str | None:
     )
 
 
+# What apt would do for the install, without doing it (no lock taken): Inst/Remv lines.
+_SIMULATE = r"""
+apt-get -s -q -o Debug::NoLocking=1 install --no-install-recommends "$@" 2>&1
+"""
+
+
+def other_changes(ours: list[str], simulation: str) -> list[str]:
+    """What else apt would change (from `apt-get -s install`): a removal, or another
+    installed package up- or downgraded, which would run with its service restarts
+    forbidden (policy-rc.d); a new dependency is fine. An "E:" line stands for itself."""
+    found = []
+    for line in simulation.splitlines():
+        words = line.split()
+        if line.startswith("E: "):
+            found.append(line[3:].strip())
+        elif len(words) >= 2 and words[0] == "Remv":
+            found.append(f"remove {words[1]}")
+        elif (
+            len(words) >= 3
+            and words[0] == "Inst"
+            and words[1] not in ours
+            and words[2].startswith("[")
+        ):
+            found.append(f"upgrade {words[1]} {words[2].strip('[]')}")
+    return found
+
+
+def install_refusal(host: RemoteHost, packages: list[str], version: str) -> str | None:
+    """Why installing would change more than etcd's packages on this host, or None."""
+    specs = [f"{p}={version}" for p in packages]
+    result = host.run(["sh", "-c", _SIMULATE, "sh", *specs], check=False, timeout=120)
+    found = other_changes(packages, result.stdout)
+    if not found and result.rc != 0:
+        found = [(result.stdout.strip().splitlines() or [f"exit {result.rc}"])[-1]]
+    if not found:
+        return None
+    return (
+        f"host {host.label}: apt-get install {' '.join(specs)} would also "
+        f"{'; '.join(found[:5])}: etcdsop changes only etcd's packages (upgrade or remove "
+        "the others first, e.g. apt-get upgrade on that host); nothing was changed"
+    )
+
+
 # A policy-rc.d that says 101 ("action forbidden") keeps the package's maintainer
 # scripts from starting or restarting etcd: etcdsop restarts it, one member at a time.
 # Whatever was there before is put back, also after an interrupted run (the marker).
-_INSTALL = r"""
+MARK = "# etcdsop upgrade: no service (re)starts while packages change"
+# Puts back what was there before: ours removed, the one set aside moved back (a
+# policy-rc.d that is not ours, put there since, is left alone, and the saved one too).
+_GUARD = r"""
 set -u
 P=/usr/sbin/policy-rc.d
-MARK="# etcdsop upgrade: no service (re)starts while packages change"
-if [ -e "$P" ] && ! grep -qF "$MARK" "$P" && [ ! -e "$P.etcdsop-saved" ]; then
-  mv "$P" "$P.etcdsop-saved"
-fi
+MARK=@MARK@
 cleanup() {
+  if [ -e "$P" ] && ! grep -qF "$MARK" "$P"; then return 0; fi
   rm -f "$P"
   if [ -e "$P.etcdsop-saved" ]; then mv "$P.etcdsop-saved" "$P"; fi
 }
+"""
+_INSTALL = r"""
+if [ -e "$P" ] && ! grep -qF "$MARK" "$P" && [ ! -e "$P.etcdsop-saved" ]; then
+  mv "$P" "$P.etcdsop-saved"
+fi
 trap cleanup EXIT
 trap 'exit 130' HUP INT TERM
 printf '#!/bin/sh\n%s\nexit 101\n' "$MARK" > "$P"
@@ -157,7 +214,8 @@ enabled=$(systemctl is-enabled etcd 2>/dev/null)
 export DEBIAN_FRONTEND=noninteractive
 dpkg --configure -a >/dev/null 2>&1  # finish a run that was interrupted
 apt-get -q -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confold \
-  -o Dpkg::Options::=--force-confdef install --no-install-recommends "$@" || exit 10
+  -o Dpkg::Options::=--force-confdef install --no-install-recommends --no-remove "$@" \
+  || exit 10
 systemctl daemon-reload
 now=$(systemctl is-enabled etcd 2>/dev/null)
 if [ "$now" != "$enabled" ]; then
@@ -176,15 +234,36 @@ exit 0
 """
 
 
+def install_outcome(rc: int) -> str:
+    """What the install script's exit code says (any other: its shell was killed or
+    stopped, the package may be half-installed: a re-run finishes it)."""
+    known = {
+        10: "failed",
+        11: "left etcd's unit or etcd.conf changed",
+        12: f"left etcd running from another unit than {UNIT}",
+    }
+    return known.get(rc, f"was interrupted (exit {rc})")
+
+
 def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
     """Install every package at version, etcd left running on its old binary until our
     restart; the notes it printed (a unit it had to set back)."""
-    script = _INSTALL.replace("$UNIT", UNIT).replace("$CONF", ETCD_CONF)
+    script = _guard() + _INSTALL.replace("$UNIT", UNIT).replace("$CONF", ETCD_CONF)
     specs = [f"{p}={version}" for p in packages]
     result = host.run(["sh", "-c", script, "sh", *specs], check=False, timeout=900)
     if result.rc == 0:
         return [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     lines = (result.stdout + "\n" + result.stderr).strip().splitlines()
     said = "\n".join(line for line in lines[-15:] if "apt-utils is not installed" not in line)
-    what = "failed" if result.rc == 10 else "left etcd's unit or etcd.conf changed"
+    what = install_outcome(result.rc)
     raise ClusterError(f"host {host.label}: apt-get install {' '.join(specs)} {what}", details=said)
+
+
+def _guard() -> str:
+    return _GUARD.replace("@MARK@", shlex.quote(MARK))
+
+
+def restore_guard(host: RemoteHost) -> None:
+    """Put back the policy-rc.d an interrupted install left (ours keeps every package
+    from starting or restarting any service on the host)."""
+    host.run(["sh", "-c", _guard() + "cleanup\n"], timeout=60)

@@ -139,6 +139,9 @@ class Upgrade:
             self._check_for_36()
         if auth_gated(target) and not all(auth_gated(v) for v in running.values()):
             self._check_patroni(target)
+        self._check_installs(
+            package_version, [m for m in self.members if running[m.name] != target]
+        )
         self.result.target = str(target)
         self.result.package_version = package_version
         self.result.packages = sorted({p for f in self.facts.values() for p in f.packages})
@@ -248,6 +251,23 @@ class Upgrade:
             installed = ", ".join(f"{p} {v}" for p, v in sorted(answer.installed.items()))
             self.ctx.report.host(member.ip, installed or "no etcd package")
 
+    def _check_installs(self, version: str, members: list[Member]) -> None:
+        """apt would change nothing but etcd's packages on the hosts still to go: a
+        removal, or another package upgraded while service restarts are forbidden, is
+        refused before any change (apt's simulation, no lock)."""
+
+        def ask(member: Member) -> str | None:
+            facts = self.facts[member.ip]
+            return packages.install_refusal(self.ctx.host(member), facts.packages, version)
+
+        answers = self.ctx.parallel(members, ask)
+        for member in members:
+            answer = answers[member.ip]
+            if isinstance(answer, ClusterError):
+                raise answer
+            if answer:
+                raise GuardRefused(f"refusing to upgrade: {answer}")
+
     def _check_for_36(self) -> None:
         """3.6 has no v2 API: no enable-v2 (or renamed experimental flag) in etcd.conf,
         and no custom data in the v2 store where etcdutl can tell."""
@@ -354,6 +374,7 @@ class Upgrade:
     # -- the changes ---------------------------------------------------------------
     def apply(self) -> UpgradeResult:
         ctx, result = self.ctx, self.result
+        self._restore_guards()
         if result.todo:
             backup_result = _backup(ctx)
             result.snapshot = backup_result
@@ -369,8 +390,9 @@ class Upgrade:
             pending = [m for m in self.members if m.ip in entries]
             current: Member | None = None
             try:
-                if done:
-                    self._check_health(done)
+                # Before every restart, the first too: the install may have taken
+                # minutes (apt's lock), long enough for another member to go down.
+                self._check_health(done)
                 leader = self._leader_id()
                 chosen = next_member([self._candidate(m) for m in pending], leader)
                 assert chosen is not None
@@ -393,6 +415,17 @@ class Upgrade:
         result.cluster_version_after = self._wait_cluster_version()
         result.leader_after = self._name(self._leader_id())
         return result
+
+    def _restore_guards(self) -> None:
+        """An install that was killed (its shell, or the host) left our policy-rc.d,
+        which keeps every package from (re)starting any service: put back what was
+        there, also on a host whose member runs the target already."""
+        left = [m for m in self.members if self.facts[m.ip].guard_left]
+        for member in left:
+            packages.restore_guard(self.ctx.host(member))
+            self.ctx.report.host(
+                member.ip, "put back /usr/sbin/policy-rc.d as before an interrupted run", "changed"
+            )
 
     def _install_all(self) -> None:
         """The packages on every host still to go, at once: nothing restarts etcd (the
