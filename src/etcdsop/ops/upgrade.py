@@ -27,6 +27,7 @@ from etcdsop.etcd import (
 from etcdsop.model import Member, PgCluster
 from etcdsop.ops import packages
 from etcdsop.ops.common import ClusterView, Context, leader_id
+from etcdsop.quorum import check_restart
 from etcdsop.remote import run_parallel
 from etcdsop.versions import (
     PATRONI_AUTH_READY,
@@ -159,11 +160,27 @@ class Upgrade:
                 )
             )
         todo = [m for m, e in zip(self.members, self.result.members, strict=True) if not e.skipped]
+        self._check_quorum(todo)
         candidates = [self._candidate(m) for m in todo]
         self.result.order = [c.name for c in planned_order(candidates, leader)]
         for line_ in self.result.warnings:
             ctx.report.warn(line_)
         return self.result
+
+    def _check_quorum(self, todo: list[Member]) -> None:
+        """The rolling restart's rule (quorum.check_restart), before anything changes:
+        every member is healthy here, so a restart keeps the quorum only from 3 voters on;
+        a 1- or 2-voter cluster would lose it at each restart."""
+        live = list(self.view.members)
+        healthy = {m.id for m in live}  # _check_health passed
+        for member in todo:
+            allowed, arithmetic = check_restart(live, healthy, self.live[member.ip].id)
+            if not allowed:
+                raise GuardRefused(
+                    f"refusing to upgrade: restarting {member.name} ({member.ip}) would cost "
+                    f"the quorum ({arithmetic}); nothing was changed. Grow the cluster first "
+                    "(etcdsop add IP), upgrade, then etcdsop rm IP"
+                )
 
     def _match_inventory(self) -> None:
         """Every live member is an inventory host (the only hosts etcdsop reaches), and
