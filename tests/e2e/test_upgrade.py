@@ -119,6 +119,23 @@ def test_a_host_without_the_version_is_refused_before_any_host_changes(
     assert not list((inv.parent / "files" / "backup").glob("*.db"))  # no snapshot either
 
 
+def test_a_two_voter_cluster_is_refused_before_any_host_changes(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    """With 2 voters each restart costs the quorum: refused, as the rolling restart is."""
+    inv, ips = cluster
+    run_cli("rm", "-i", str(inv), ips[2], "--yes", "--no-backup")
+    try:
+        proc = run_cli("upgrade", "-y", "--to", "3.5", "-i", str(inv), check=False)
+    finally:
+        run_cli("add", "-i", str(inv), ips[2])
+    assert proc.returncode == 3, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error:"))
+    assert "would cost the quorum (voters 2 (2 healthy, quorum 2)" in line
+    assert all(v.startswith("3.4.") for v in installed(bed, ips).values())
+    assert len([m for m in client(inv, ips).member_list() if not m.is_learner]) == 3
+
+
 def test_an_install_that_would_remove_another_package_is_refused_before_any_host_changes(
     bed: Bed, cluster: tuple[Path, list[str]]
 ) -> None:
