@@ -44,6 +44,10 @@ OUTCOME_UNKNOWN = (
 )
 
 
+# How long a login answered "leader changed" (an election just ended) is tried again.
+AUTH_ELECTION_RETRY_S = 3.0
+
+
 def request_timeout(election_timeout_ms: int) -> float:
     """etcd's own request timeout (5 s + 2 x election timeout), in seconds."""
     return 5.0 + 2 * election_timeout_ms / 1000
@@ -343,18 +347,31 @@ class EtcdClient:
         if self._auth_checked or not self.user:
             return
         try:
-            data = self._post_one(
-                endpoint,
-                "/v3/auth/authenticate",
-                {"name": self.user, "password": self._password or ""},
-                auth=False,
-            )
-            self._token = str(data["token"])
+            self._token = self._authenticate(endpoint)
         except EtcdApiError as exc:
             if "authentication is not enabled" not in exc.etcd_message:
                 raise
             self._token = None
         self._auth_checked = True
+
+    def _authenticate(self, endpoint: str) -> str:
+        """A token. Authenticate goes through raft, so a member in the middle of an
+        election answers "leader changed" although it is fine a moment later: that
+        answer is retried briefly. Safe to re-send: it changes nothing the user stored."""
+        deadline = time.monotonic() + AUTH_ELECTION_RETRY_S
+        while True:
+            try:
+                data = self._post_one(
+                    endpoint,
+                    "/v3/auth/authenticate",
+                    {"name": self.user, "password": self._password or ""},
+                    auth=False,
+                )
+                return str(data["token"])
+            except EtcdOutcomeUnknown as exc:
+                if "leader changed" not in exc.message or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.2)
 
     def reset_auth(self) -> None:
         """Forget the token (after auth was enabled or the password changed)."""

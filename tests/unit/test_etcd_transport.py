@@ -57,8 +57,15 @@ class Server:
             if self.behaviour == "answer":  # every request on this connection: 200 {}
                 while read_request(conn):
                     self.requests += 1
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-                    conn.sendall(b"Content-Length: 2\r\n\r\n{}")
+                    send_json(conn, 200, b"{}")
+                return
+            if self.behaviour == "election":  # "leader changed" twice, then answers
+                while read_request(conn):
+                    self.requests += 1
+                    if self.requests <= 2:
+                        send_json(conn, 503, b'{"error":"etcdserver: leader changed","code":14}')
+                    else:
+                        send_json(conn, 200, b'{"token":"t","header":{"member_id":"7"}}')
                 return
             conn.recv(65536)
             self.requests += 1
@@ -74,6 +81,11 @@ class Server:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+
+def send_json(conn: ssl.SSLSocket, status: int, body: bytes) -> None:
+    conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n".encode())
+    conn.sendall(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
 def read_request(conn: ssl.SSLSocket) -> bool:
@@ -174,3 +186,15 @@ def test_a_refused_connection_reads_as_what_happened_without_urllib3_reprs() -> 
         message == f"{endpoint}: no answer (Failed to establish a new connection: "
         "[Errno 111] Connection refused)"
     )
+
+
+def test_a_login_during_an_election_is_tried_again_not_read_as_a_member_down(
+    certs: tuple[TlsFiles, Path, Path],
+) -> None:
+    # A member whose peers just came back answers the login "leader changed" for a
+    # moment; status read that as the member down (and exited 2 on a healthy cluster).
+    tls, cert, key = certs
+    electing = Server(cert, key, "election")
+    client = EtcdClient([electing.url], tls, timeout=2, user="root", password="pw")
+    assert client.status(electing.url).member_id == 7
+    assert electing.requests == 4  # two refused logins, the login, the status
