@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import urllib3
 
 from etcdsop.errors import ClusterError, InputError
+from etcdsop.etcdmetrics import MemberMetrics, parse_metrics
 
 # Answers that mean "this member does not serve that call, ask another one": the
 # request was refused before it reached raft, so sending it elsewhere is safe.
@@ -536,6 +537,16 @@ class EtcdClient:
             return False, ""
         healthy = resp.status == 200 and data.get("health") in ("true", True)
         return healthy, str(data.get("reason") or "")
+
+    def metrics(self, endpoint: str) -> MemberMetrics:
+        """This member's /metrics (no login, no RBAC): see etcdmetrics."""
+        try:
+            resp = self._pool.request("GET", endpoint + "/metrics")
+        except urllib3.exceptions.HTTPError as exc:
+            raise transport_error(endpoint, exc) from exc
+        if resp.status != 200:
+            raise ClusterError(f"{endpoint}: /metrics answered HTTP {resp.status}")
+        return parse_metrics(resp.data.decode(errors="replace"))
 
     def versions(self, endpoint: str) -> tuple[str, str]:
         """(this member's etcd version, the cluster version) from /version (no RBAC).

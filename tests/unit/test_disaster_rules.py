@@ -12,6 +12,7 @@ from tests.unit.factories import member as make_member
 from etcdsop.backups import Sidecar, cluster_backups, parse_sidecar, to_prune
 from etcdsop.errors import ClusterError, GuardRefused, InputError
 from etcdsop.etcd import EtcdApiError
+from etcdsop.etcdmetrics import MemberMetrics, parse_metrics
 from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
 from etcdsop.ops.common import LeaderAnswer, leader_answer
@@ -208,9 +209,20 @@ def test_timer_refuses_paths_systemd_would_split() -> None:
 class _HardenedMember:
     """What etcd 3.5.28+ answers without a login (its code paths, not a transport)."""
 
-    def __init__(self, health: tuple[bool, str], status: dict[str, object] | None = None):
+    def __init__(
+        self,
+        health: tuple[bool, str],
+        status: dict[str, object] | None = None,
+        metrics: str | None = None,
+    ):
         self._health = health
         self._status = status
+        self._metrics = metrics
+
+    def metrics(self, endpoint: str) -> MemberMetrics:
+        if self._metrics is None:  # a proxy in front that serves no /metrics
+            raise ClusterError(f"{endpoint}: /metrics answered HTTP 404")
+        return parse_metrics(self._metrics)
 
     def call(self, path: str, body: object, *, endpoint: str, auth: bool) -> dict[str, object]:
         assert path == "/v3/maintenance/status" and auth is False
@@ -242,3 +254,36 @@ def test_a_member_that_answers_status_without_a_login_gives_its_raft_index() -> 
     status = {"leader": "7", "raftIndex": "42", "header": {"cluster_id": "255"}}
     answer = leader_answer(_HardenedMember((False, ""), status), "https://10.0.0.1:2379")  # type: ignore[arg-type]
     assert answer == LeaderAnswer(True, 42, "ff")
+
+
+# A real etcd 3.5.16 member's /metrics page (its etcd_server_* and db lines).
+METRICS_3_5 = (Path(__file__).parent / "data/metrics-etcd-3.5.16.txt").read_text()
+
+
+def test_metrics_page_of_a_real_member_is_read() -> None:
+    m = parse_metrics(METRICS_3_5)
+    assert m.member_id == 0x7C9C5DD32DABC28F and m.version == "3.5.16"
+    assert (m.has_leader, m.is_leader, m.is_learner) == (True, False, False)
+    assert (m.committed_index, m.db_size, m.db_size_in_use) == (13, 24576, 16384)
+
+
+def test_a_member_that_wants_a_login_for_status_gives_its_raft_index_through_metrics() -> None:
+    # etcd 3.5.28+ without a quorum: recover can still pick the member furthest ahead.
+    answer = leader_answer(_HardenedMember((False, ""), metrics=METRICS_3_5), "https://x:2379")  # type: ignore[arg-type]
+    assert answer == LeaderAnswer(True, 13, "")
+    no_leader = METRICS_3_5.replace("etcd_server_has_leader 1", "etcd_server_has_leader 0")
+    answer = leader_answer(_HardenedMember((False, ""), metrics=no_leader), "https://x:2379")  # type: ignore[arg-type]
+    assert answer == LeaderAnswer(False, 13, "")
+
+
+def test_metrics_give_leader_and_index_status_the_cluster_id() -> None:
+    status = {"leader": "7", "raftIndex": "40", "header": {"cluster_id": "255"}}
+    member = _HardenedMember((True, ""), status, metrics=METRICS_3_5)
+    assert leader_answer(member, "https://x:2379") == LeaderAnswer(True, 13, "ff")  # type: ignore[arg-type]
+
+
+def test_a_page_without_the_raft_lines_is_not_read_as_no_leader() -> None:
+    page = "# HELP go_goroutines x\ngo_goroutines 42\n"
+    assert parse_metrics(page).has_leader is None
+    answer = leader_answer(_HardenedMember((False, ""), metrics=page), "https://x:2379")  # type: ignore[arg-type]
+    assert answer == LeaderAnswer(None, None, "")

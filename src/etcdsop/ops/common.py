@@ -20,6 +20,7 @@ from etcdsop.etcd import (
     TlsFiles,
     request_timeout,
 )
+from etcdsop.etcdmetrics import MemberMetrics
 from etcdsop.events import Reporter
 from etcdsop.model import Inventory, Member, SshTarget
 from etcdsop.remote import RemoteHost, SshOptions, run_parallel
@@ -74,23 +75,37 @@ def leader_answer(client: EtcdClient, endpoint: str) -> LeaderAnswer:
     """Does this member know a leader, and how far is its log, without logging in?
 
     A login needs a quorum (without one it waits out etcd's request timeout), and the
-    lock and recover must see members that have none. Maintenance Status needs no login
-    before etcd 3.4.42, 3.5.28 and 3.6.9 (CVE-2026-33413); from those on it answers only
-    after one, and /health (never behind a login) is what is left: 3.5+ says "RAFT NO
-    LEADER" there; 3.4 gives no reason, so a 3.4 member that is not healthy cannot
-    tell. Raises ClusterError when the member does not answer at all.
+    lock and recover must see members that have none. From etcd 3.4.42, 3.5.28 and
+    3.6.9 on (CVE-2026-33413) Maintenance Status answers only after a login; /metrics
+    never needs one, on every version, so the leader and the raft index come from it.
+    Status adds the cluster id where it still answers without a login. Without
+    /metrics (a proxy in front, say), Status, then /health: 3.5+ says "RAFT NO LEADER"
+    there, 3.4 gives no reason, so a 3.4 member that is not healthy cannot tell.
+    Raises ClusterError when the member does not answer at all.
     """
+    try:
+        metrics: MemberMetrics | None = client.metrics(endpoint)
+    except ClusterError:
+        metrics = None
+    if metrics is not None and (metrics.has_leader is None or metrics.committed_index is None):
+        metrics = None
     try:
         data = client.call("/v3/maintenance/status", {}, endpoint=endpoint, auth=False)
     except EtcdApiError as exc:
         if not any(t in exc.etcd_message for t in _AUTH_NEEDED):
             raise
+    except ClusterError:
+        if metrics is None:
+            raise
     else:
+        cluster_id = f"{int(data.get('header', {}).get('cluster_id', 0) or 0):x}"
+        if metrics is not None:
+            return LeaderAnswer(metrics.has_leader, metrics.committed_index, cluster_id)
         return LeaderAnswer(
-            bool(int(data.get("leader", 0) or 0)),
-            int(data.get("raftIndex", 0) or 0),
-            f"{int(data.get('header', {}).get('cluster_id', 0) or 0):x}",
+            bool(int(data.get("leader", 0) or 0)), int(data.get("raftIndex", 0) or 0), cluster_id
         )
+    if metrics is not None:
+        return LeaderAnswer(metrics.has_leader, metrics.committed_index, "")
     healthy, reason = client.health_detail(endpoint)
     if healthy:
         return LeaderAnswer(True, None, "")

@@ -81,9 +81,8 @@ def choose_source(candidates: Sequence[Candidate], from_ip: str | None) -> str:
     if unknown:
         raise GuardRefused(
             f"the raft index of {', '.join(unknown)} cannot be read (etcd stopped there, or "
-            "etcd 3.4.42+/3.5.28+/3.6.9+, which tells it only after a login, and a login needs "
-            "a quorum) and another member holds data too: start etcd there, or name the source "
-            "with --from IP"
+            "neither /metrics nor Maintenance Status answers without a login) and another "
+            "member holds data too: start etcd there, or name the source with --from IP"
         )
     return max(with_data, key=lambda c: (c.raft_index or 0, c.ip)).ip
 
