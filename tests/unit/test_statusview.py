@@ -206,3 +206,37 @@ def test_an_alarm_and_a_full_db_show_within_100_columns() -> None:
     assert "16.0M 100%" in wide  # db against the quota once half full
     half = dataclasses.replace(member(1, leader=True), quota_bytes=8 << 30)
     assert "24K 0%" not in "\n".join(render(StatusView(cluster(half)), 200))
+
+
+def test_without_the_member_list_rows_come_from_metrics_and_say_why() -> None:
+    # etcd 3.5.28+ without a quorum: no member list (a login needs a quorum); a real
+    # 3.5.16 member's /metrics page, told it has no leader, stands for the survivor.
+    from pathlib import Path
+
+    from tests.unit.factories import member as inventory_member
+
+    from etcdsop.errors import ClusterError
+    from etcdsop.etcdmetrics import parse_metrics
+    from etcdsop.ops.status import fill_from_metrics
+
+    page = (Path(__file__).parent / "data/metrics-etcd-3.5.16.txt").read_text()
+    page = page.replace("etcd_server_has_leader 1", "etcd_server_has_leader 0")
+    hosts = [inventory_member(f"10.0.0.{i}", i) for i in (1, 2, 3)]
+    result = StatusResult(cluster="etcd", cluster_id=None)
+    fill_from_metrics(
+        result,
+        hosts,
+        {"10.0.0.1": parse_metrics(page), "10.0.0.2": ClusterError(REFUSED), "10.0.0.3": None},
+    )
+    assert [(r.name, r.raft_index, r.version) for r in result.members] == [
+        ("etcd-1", 13, "3.5.16"),
+        ("etcd-2", None, None),
+        ("etcd-3", None, None),
+    ]
+    assert [r.problem for r in result.members] == ["unhealthy", "down: refused", "down"]
+    assert (result.voters, result.quorum, result.leaders, result.healthy) == (3, 2, 0, False)
+    assert "1 of 3 inventory member(s) answer" in result.notes[0]
+    assert "the quorum is lost" in result.notes[1]
+    lines = render(StatusView(result), 200)
+    assert any("etcd-1" in line and " 13 " in line and "3.5.16" in line for line in lines)
+    assert any("no leader (no quorum)" in line for line in lines)

@@ -74,11 +74,14 @@ def check(ctx: Context, *, now: datetime | None = None) -> CheckResult:
     report.phase("cluster state")
     st = status(ctx)
     if st.cluster_id is None:
+        answering = [r.name for r in st.members if r.raft_index is not None]
         result.findings.append(
             Finding(
                 "member",
                 "cluster",
-                "no member of the inventory answers",
+                f"no quorum: {', '.join(answering)} answer(s), but no member lists the cluster"
+                if answering
+                else "no member of the inventory answers",
                 "start etcd on the hosts (systemctl start etcd), or etcdsop recover / restore",
             )
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from etcdsop.errors import ClusterError
 from etcdsop.etcd import EndpointStatus, EtcdClient
+from etcdsop.etcdmetrics import MemberMetrics
 from etcdsop.findings import ALARM_FIX
+from etcdsop.model import Member
 from etcdsop.ops.common import ClusterView, Context
 
 
@@ -158,6 +160,73 @@ def _add_versions(client: EtcdClient, result: StatusResult) -> None:
         )
 
 
+def _rows_from_metrics(ctx: Context, result: StatusResult) -> bool:
+    """Rows for the inventory members that serve /metrics although none gave the member
+    list: etcd 3.4.42, 3.5.28 and 3.6.9 on list members only after a login, and a login
+    needs a quorum. /metrics needs none, and says who knows a leader and how far each
+    log is, which is what a quorum loss calls for. False when no member answers."""
+    client = ctx.client(timeout=3.0)
+
+    def ask(member: Member) -> MemberMetrics:
+        return client.metrics(member.client_url)
+
+    answers = ctx.parallel(ctx.inventory.members, ask)
+    if not any(isinstance(a, MemberMetrics) for a in answers.values()):
+        return False
+    fill_from_metrics(result, ctx.inventory.members, answers)
+    return True
+
+
+def fill_from_metrics(
+    result: StatusResult, members: Sequence[Member], answers: Mapping[str, object]
+) -> None:
+    """The rows and notes of a status read from /metrics alone (pure): answers maps
+    each member's IP to its MemberMetrics or to what went wrong asking."""
+    for m in members:
+        answer = answers.get(m.ip)
+        got = answer if isinstance(answer, MemberMetrics) else None
+        error = None if got else (str(answer) if answer is not None else "no answer")
+        if got and not got.has_leader:
+            error = "no leader (no quorum)"
+        result.members.append(
+            MemberRow(
+                id=f"{got.member_id:x}" if got and got.member_id else "",
+                name=m.name,
+                peer_urls=[m.peer_url],
+                client_urls=[m.client_url],
+                started=True,  # a member, as far as anyone can tell without the list
+                learner=bool(got and got.is_learner),
+                leader=bool(got and got.is_leader),
+                raft_term=None,
+                raft_index=got.committed_index if got else None,
+                db_size=got.db_size if got else None,
+                version=got.version if got else None,
+                healthy=False,  # no login, so no proof it serves reads and writes
+                latency_ms=None,
+                in_inventory=True,
+                error=error,
+                problem="unhealthy" if got else problem_word(error, answered=False),
+                db_size_in_use=got.db_size_in_use if got else None,
+                quota_bytes=m.quota_backend_bytes,
+            )
+        )
+    voters = [r for r in result.members if not r.learner]
+    result.voters = len(voters)
+    result.quorum = result.voters // 2 + 1
+    result.leaders = sum(1 for r in result.members if r.leader)
+    serving = sum(1 for r in result.members if r.raft_index is not None)
+    result.notes.append(
+        f"{serving} of {len(result.members)} inventory member(s) answer, but none gives "
+        "the member list: etcd 3.4.42+/3.5.28+/3.6.9+ lists members only after a login, "
+        "and a login needs a quorum. Rows are the inventory's, read from /metrics"
+    )
+    if not result.leaders:
+        result.notes.append(
+            "no member knows a leader: the quorum is lost; start the members that are down, "
+            "or see etcdsop recover"
+        )
+
+
 def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
     inventory = ctx.inventory
     view = ctx.probe()
@@ -165,6 +234,8 @@ def status(ctx: Context, *, client: EtcdClient | None = None) -> StatusResult:
         cluster=inventory.cluster, cluster_id=f"{view.cluster_id:x}" if view.cluster_id else None
     )
     if not view.live:
+        if ctx.tls_files() is not None and _rows_from_metrics(ctx, result):
+            return result
         result.notes.append("no member of the inventory answers: the cluster is down or absent")
         return result
     client = client or ctx.client()
