@@ -242,7 +242,11 @@ class Context:
         view = view if view is not None else self.probe()
         endpoints = view.voter_endpoints()
         if not endpoints:
-            raise ClusterError(f"no started voter of cluster {self.inventory.cluster!r} answers")
+            raise ClusterError(
+                f"no started voter of cluster {self.inventory.cluster!r} answers, or none "
+                "gives the member list (etcd 3.4.42+/3.5.28+/3.6.9+ does only after a login, "
+                "and a login needs a quorum): etcdsop status shows what each member says"
+            )
         return self.client(endpoints)
 
     def probe(self, *, tls_refusals: bool = False) -> ClusterView:
