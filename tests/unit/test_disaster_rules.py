@@ -11,7 +11,7 @@ from tests.unit.factories import member as make_member
 
 from etcdsop.backups import Sidecar, cluster_backups, parse_sidecar, to_prune
 from etcdsop.errors import ClusterError, GuardRefused, InputError
-from etcdsop.etcd import EtcdApiError
+from etcdsop.etcd import EtcdApiError, EtcdUnreachable
 from etcdsop.etcdmetrics import MemberMetrics, parse_metrics
 from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
@@ -287,3 +287,18 @@ def test_a_page_without_the_raft_lines_is_not_read_as_no_leader() -> None:
     assert parse_metrics(page).has_leader is None
     answer = leader_answer(_HardenedMember((False, ""), metrics=page), "https://x:2379")  # type: ignore[arg-type]
     assert answer == LeaderAnswer(None, None, "")
+
+
+class _SilentMember(_HardenedMember):
+    """Nothing answers there (a host powered off, a dropped port)."""
+
+    def metrics(self, endpoint: str) -> MemberMetrics:
+        raise EtcdUnreachable(f"{endpoint}: no answer (timed out)")
+
+    def call(self, path: str, body: object, *, endpoint: str, auth: bool) -> dict[str, object]:
+        raise AssertionError("asked again after no answer: a second timeout per member")
+
+
+def test_a_member_that_does_not_answer_is_not_asked_twice() -> None:
+    with pytest.raises(EtcdUnreachable):
+        leader_answer(_SilentMember((False, "")), "https://x:2379")  # type: ignore[arg-type]

@@ -85,8 +85,10 @@ def leader_answer(client: EtcdClient, endpoint: str) -> LeaderAnswer:
     """
     try:
         metrics: MemberMetrics | None = client.metrics(endpoint)
+    except (EtcdUnreachable, EtcdOutcomeUnknown):
+        raise  # no answer: asking Status too would only wait out a second timeout
     except ClusterError:
-        metrics = None
+        metrics = None  # it answers, but not /metrics
     if metrics is not None and (metrics.has_leader is None or metrics.committed_index is None):
         metrics = None
     try:
