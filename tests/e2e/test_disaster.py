@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -250,6 +251,74 @@ def test_recover_refused_while_an_unreachable_majority_may_serve(cluster: Cluste
         time.sleep(1)
     assert cluster.voters() == sorted(f"https://{ip}:2380" for ip in cluster.ips)
     cluster.assert_keys()
+
+
+_PEERS_CUT = (
+    "add table inet fault; "
+    "add chain inet fault input { type filter hook input priority 0; }; "
+    "add chain inet fault output { type filter hook output priority 0; }; "
+    "add rule inet fault input tcp dport 2380 drop; add rule inet fault input tcp sport 2380 drop; "
+    "add rule inet fault output tcp dport 2380 drop; add rule inet fault output tcp sport 2380 drop"
+)
+
+
+def _knows_a_leader(cluster: Cluster, ip: str) -> bool:
+    status = cluster.client([ip]).call(
+        "/v3/maintenance/status", {}, endpoint=f"https://{ip}:2379", auth=False
+    )
+    return bool(int(status.get("leader", 0) or 0))
+
+
+def test_recover_chooses_the_member_furthest_ahead(cluster: Cluster) -> None:
+    """All three run and hold data, none knows a leader, and one is behind: it was cut
+    off from its peers while the other two took writes. recover must choose one of the
+    two ahead (their raft index is read without a login), or the writes only they hold
+    would be lost. The choice is read at the countdown; Ctrl-C there changes nothing."""
+    behind, ahead = cluster.ips[2], cluster.ips[:2]
+    before = cluster.voters()
+    ahead_keys = {f"/app/ahead/{i:02d}": "x" for i in range(50)}
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = []
+    try:
+        _nft(cluster.bed, behind, _PEERS_CUT)
+        writer = cluster.client(ahead)
+        for key, value in ahead_keys.items():
+            writer.put(key, value)
+        for ip in ahead:
+            _nft(cluster.bed, ip, _PEERS_CUT)
+        # check-quorum: a leader cut from its peers steps down within an election timeout.
+        deadline = time.monotonic() + 20
+        while any(_knows_a_leader(cluster, ip) for ip in cluster.ips):
+            assert time.monotonic() < deadline, "a member still knows a leader"
+            time.sleep(0.3)
+        proc = spawn("recover", "-i", str(cluster.inventory))
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            output.append(line)
+            if "in 5s" in line:  # the countdown: the source is chosen and named
+                proc.send_signal(signal.SIGINT)
+                break
+        output.append(proc.communicate(timeout=60)[1])
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for ip in cluster.ips:
+            _nft(cluster.bed, ip, "delete table inet fault", check=False)
+    text = "".join(output)
+    assert proc.returncode == 130, text
+    chosen = re.search(r"RECOVERING etcd cluster etcd from \S+ \((\S+)\)", text)
+    assert chosen is not None and chosen.group(1) in ahead, text
+    deadline = time.monotonic() + 60  # a 3.4 member back from a partition disrupts the leader
+    while cluster.cli("status", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "not healthy 60 s after healing"
+        time.sleep(1)
+    assert cluster.voters() == before
+    cluster.assert_keys()
+    for ip in cluster.ips:
+        assert cluster.client([ip]).get_prefix("/app/ahead/") == {
+            k: v.encode() for k, v in ahead_keys.items()
+        }
+    cluster.client().delete_prefix("/app/ahead/")
 
 
 def test_recover_from_the_last_member(cluster: Cluster) -> None:
