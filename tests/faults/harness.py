@@ -42,6 +42,7 @@ class Figures:
     converged: int = 0
     keys_lost: int = 0
     longest_outage_s: float = 0.0
+    longest_outage_began: str = ""  # host and network faults: in which step of the case
     failures: list[str] = field(default_factory=list)
     first_run: str = ""  # host and network faults: how the faulted run ended
 
@@ -64,6 +65,7 @@ class Writer:
         self.acked: list[str] = []
         self.refused = 0
         self.longest = 0.0
+        self.longest_began = 0.0  # time.monotonic() when the longest gap began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -77,13 +79,32 @@ class Writer:
                 c.put(key, "x")
                 self.acked.append(key)
                 now = time.monotonic()
-                self.longest = max(self.longest, now - last_ok - self.CADENCE)
+                self._gap(last_ok, now)
                 last_ok = now
             except ClusterError:
                 self.refused += 1
-                self.longest = max(self.longest, time.monotonic() - last_ok - self.CADENCE)
+                self._gap(last_ok, time.monotonic())
             i += 1
             self._stop.wait(self.CADENCE)
+
+    def _gap(self, last_ok: float, now: float) -> None:
+        if now - last_ok - self.CADENCE > self.longest:
+            self.longest = now - last_ok - self.CADENCE
+            self.longest_began = last_ok
+
+    def when_longest_began(self, marks: dict[str, float]) -> str:
+        """Where the longest gap lies against the named moments of a case, to tell
+        which step a stall belongs to: the fault, the command, the heal, the re-run."""
+        ended = self.longest_began + self.longest + self.CADENCE
+        within = [name for name, at in marks.items() if self.longest_began <= at <= ended]
+        if within:
+            at = marks[within[0]]
+            return f"across {within[0]}: from {self.longest_began - at:+.1f}s"
+        before = [(at, name) for name, at in marks.items() if at <= self.longest_began]
+        if not before:
+            return "before the fault"
+        at, name = max(before)
+        return f"{self.longest_began - at:.1f}s after {name}"
 
     def stop_now(self) -> None:
         self._stop.set()

@@ -82,16 +82,26 @@ def run_case(
     """One fault: strike, check what the command did, heal, re-run, check convergence."""
     figures = Figures(name, fault_points=1)
     problems: list[str] = []
+    marks: dict[str, float] = {}
+
+    def strike() -> None:
+        marks["the fault"] = time.monotonic()
+        inject()
+
     with Writer(lambda: harness.client(writer_ips)) as writer:
-        code, output = fault_after([*args, "-i", str(harness.inventory)], after, inject)
+        code, output = fault_after([*args, "-i", str(harness.inventory)], after, strike)
+        marks["the first run's end"] = time.monotonic()
         if "Traceback" in output:
             problems.append("a traceback")
         problems += while_faulted(code, output)
         ending = [line for line in output.splitlines() if line.startswith("error:")]
         figures.first_run = f"exit {code}" + (f": {ending[-1][:300]}" if ending else "")
+        marks["the heal"] = time.monotonic()
         heal()
+        marks["the re-run"] = time.monotonic()
         rerun = harness.cli(*args, "--wait", "60", check=False)
     figures.longest_outage_s = round(writer.longest, 2)
+    figures.longest_outage_began = writer.when_longest_began(marks)
     if rerun.returncode != 0:
         problems.append(f"re-run exited {rerun.returncode}: {rerun.stderr[-800:]}")
     else:
@@ -102,7 +112,10 @@ def run_case(
     if figures.keys_lost or not writer.acked:
         problems.append(f"writer: {len(writer.acked)} acked; keys lost: {figures.keys_lost}")
     if writer.longest > MAX_OUTAGE:
-        problems.append(f"writes stalled {writer.longest:.1f}s: quorum lost?")
+        problems.append(
+            f"writes stalled {writer.longest:.1f}s ({writer.when_longest_began(marks)}): "
+            "quorum lost?"
+        )
     if problems:
         figures.failures.append(f"{'; '.join(problems)}\n--- first run (exit {code}):\n{output}")
     else:
