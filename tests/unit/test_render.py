@@ -19,6 +19,9 @@ listen-client-urls: https://10.10.10.11:2379,https://127.0.0.1:2379
 advertise-client-urls: https://10.10.10.11:2379
 election-timeout: 1000
 heartbeat-interval: 100
+# A member back from a network partition must not depose a working leader (etcd
+# 3.5+ default; 3.4 has it off, and every heal then costs an election).
+pre-vote: true
 quota-backend-bytes: 8589934592
 auto-compaction-mode: periodic
 auto-compaction-retention: "24h"
