@@ -16,14 +16,14 @@ def table(where: Path) -> str:
     sweeps = [r for r in rows if r["fault_points"] > 1]  # every progress line x 2 signals
     faults = [r for r in rows if r["fault_points"] == 1]  # one host or network fault
     lines = [
-        "| command | fault points | converged | keys lost | longest write outage |",
-        "|---|---|---|---|---|",
+        "| command | fault points | converged | keys lost | longest write outage | where |",
+        "|---|---|---|---|---|---|",
     ]
     for r in sweeps + faults:
         outage = f"{r['longest_outage_s']:.2f} s" if r["command"] not in NO_WRITER else "n/a"
         lines.append(
             f"| {r['command']} | {r['fault_points']} | {r['converged']} | {r['keys_lost']} "
-            f"| {outage} |"
+            f"| {outage} | {r.get('longest_outage_began', '')} |"
         )
     return "\n".join(lines)
 
