@@ -207,6 +207,74 @@ def test_recover_refused_when_the_quorum_comes_back_during_the_countdown(
     cluster.assert_keys()
 
 
+def _claimed(cluster: Cluster) -> list[str]:
+    found = cluster.bed.each(cluster.ips, "cat /run/etcdsop/dr-claim 2>/dev/null; true")
+    return [ip for ip in cluster.ips if found[ip].strip()]
+
+
+def test_a_second_admin_directory_cannot_recover_while_one_does(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Without a quorum there is no cluster lock: two admin nodes recovering at once
+    could each force a new cluster from another member and fork the data. The first
+    run claims the hosts before its countdown; a run from another copy of the
+    inventory and its files/ is refused then, with nothing changed; Ctrl-C on the
+    first takes its claims back, so the cluster is anyone's again."""
+    before = cluster.voters()
+    survivor, stopped = cluster.ips[0], cluster.ips[1:]
+    other = tmp_path / "other-admin"
+    shutil.copytree(cluster.inventory.parent, other)
+    first: subprocess.Popen[str] | None = None
+    output: list[str] = []
+    try:
+        cluster.bed.each(stopped, "systemctl stop etcd")
+        deadline = time.monotonic() + 20  # check-quorum: the lone leader steps down
+        while _knows_a_leader(cluster, survivor):
+            assert time.monotonic() < deadline, "the survivor still knows a leader"
+            time.sleep(0.3)
+        first = spawn("recover", "--from", survivor, "-i", str(cluster.inventory))
+        assert first.stderr is not None
+        for line in first.stderr:
+            output.append(line)
+            if "in 5s" in line:  # the countdown: the hosts are claimed
+                break
+        assert _claimed(cluster) == cluster.ips, "".join(output)
+        second = run_cli(
+            "recover",
+            "--from",
+            cluster.ips[1],
+            "-y",
+            "-i",
+            str(other / cluster.inventory.name),
+            check=False,
+        )
+        first.send_signal(signal.SIGINT)
+        output.append(first.communicate(timeout=60)[1])
+        assert second.returncode == 3, second.stderr
+        assert "another disaster-recovery run holds" in second.stderr, second.stderr
+        assert str(cluster.inventory.parent.resolve() / "files") in second.stderr
+        assert "nothing was changed" in second.stderr
+        assert first.returncode == 130, "".join(output)
+        assert _claimed(cluster) == []
+        # Neither run changed a host: the survivor still runs, the others are stopped.
+        states = cluster.bed.each(cluster.ips, "systemctl is-active etcd; true")
+        assert [states[ip].strip() for ip in cluster.ips] == [
+            "active",
+            "inactive",
+            "inactive",
+        ]
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+        cluster.bed.each(stopped, "systemctl start etcd")
+    deadline = time.monotonic() + 60
+    while cluster.cli("status", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "not healthy 60 s after starting etcd again"
+        time.sleep(1)
+    assert cluster.voters() == before
+    cluster.assert_keys()
+
+
 def _nft(bed: Bed, ip: str, rules: str, check: bool = True) -> None:
     """nftables inside one sandbox host's network namespace (not the machine's)."""
     netns = Layout(SUBNET_INDEX).netns(bed.ips.index(ip) + 1)
@@ -348,6 +416,7 @@ def test_recover_from_the_last_member(cluster: Cluster) -> None:
         survivor, "systemctl cat etcd; cat /etc/etcd/etcd.conf; ls /run/systemd/system"
     ).stdout
     assert "force-new-cluster" not in check
+    assert _claimed(cluster) == []  # the run is complete: its claims are gone
     snapshot = Path(result["snapshot"])
     assert _mode(snapshot) == 0o600 and snapshot.stat().st_size > 0
 

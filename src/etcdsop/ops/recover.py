@@ -13,6 +13,10 @@ other inventory hosts are added back one at a time through `add`'s path (learner
 promoted when in sync, undone on failure), each with its old data dir moved aside to
 `<data>.pre-recover-<stamp>` first (never deleted).
 
+Before the countdown the reachable hosts are claimed (ops/drclaim.py): without a
+quorum there is no etcd lock, and a second admin node must not force a new cluster
+from another member at the same time.
+
 Where a re-run resumes: files/backup/<cluster>.recovering.json names the source,
 the snapshot and the stamp from before anything changed. A re-run with that record
 keeps the same source (a different --from is refused: a second force-new-cluster
@@ -42,6 +46,7 @@ from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
 from etcdsop.ops.common import Context, LeaderAnswer, leader_answer
+from etcdsop.ops.drclaim import DrClaim
 from etcdsop.ops.join import join_member
 from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
@@ -256,11 +261,34 @@ def recover(
         indexes = {ip: a.raft_index for ip, a in answers.items()}
         for line in losses(source.ip, indexes, result.unreachable):
             ctx.report.warn(line)
-    confirm(f"{source.name} ({source.ip})")
-    if not led and record is None:
-        _still_no_leader(ctx, members)
+    claim = DrClaim(ctx, "recover")
+    claim.take(reachable)
+    try:
+        confirm(f"{source.name} ({source.ip})")
+        if not led and record is None:
+            _still_no_leader(ctx, members)
+    except BaseException:
+        if record is None:  # nothing changed yet: another operator may go on
+            claim.release(reachable)
+        raise
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
+    _finish(ctx, source, others, promote_timeout, stamp, result)
+    if not result.unreachable:
+        claim.release(reachable)
+    return result
+
+
+def _finish(
+    ctx: Context,
+    source: Member,
+    others: list[Member],
+    promote_timeout: float,
+    stamp: str,
+    result: RecoverResult,
+) -> None:
+    """From the forced start on: the source on its own etcd.conf, the others added."""
+    inventory = ctx.inventory
     host = ctx.host(source)
     if drhost.forced(host):
         ctx.report.phase(f"restart {source.name} without force-new-cluster")
@@ -280,7 +308,6 @@ def recover(
             "(it adds them, old data moved aside)",
             RELOAD_HINT,
         ]
-    return result
 
 
 def _forced_start(

@@ -40,6 +40,7 @@ from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
 from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.drclaim import DrClaim
 from etcdsop.ops.launch import START
 from etcdsop.ops.stages import (
     RELOAD_HINT,
@@ -179,8 +180,15 @@ def restore(
 
     for line in describe_snapshot(read_sidecar(snapshot), inventory.cluster):
         ctx.report.warn(line)
-    confirm()
-    old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
+    claim = DrClaim(ctx, "restore")
+    claim.take(members)
+    try:
+        confirm()
+        old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
+    except BaseException:
+        if resumable_stamp(inventory, sha) is None:  # nothing changed yet
+            claim.release(members)
+        raise
     _write_record(inventory, snapshot, sha, stamp)
     if todo:
         ctx.report.phase(f"stop etcd on {len(todo)} host(s)")
@@ -204,6 +212,7 @@ def restore(
     # file believe its hosts restored already, and report success restoring nothing.
     _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
     record_path(inventory).unlink(missing_ok=True)
+    claim.release(members)
     ctx.report.phase("rbac")
     result.root_password = _root_password(ctx, old_passwords)
     ctx.report.info(f"root password: {result.root_password}")

@@ -1,0 +1,36 @@
+"""The claim scripts of a DR run, run by a real sh on a file in a temp dir."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from etcdsop.ops.drclaim import _CLAIM, _RELEASE, claim_id
+
+
+def _sh(script: str, *args: str) -> str:
+    done = subprocess.run(["sh", "-c", script, "sh", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_claim_is_made_once_kept_by_its_owner_and_refused_to_another(tmp_path: Path) -> None:
+    claim = str(tmp_path / "run" / "dr-claim")
+    mine = "a1 recover from admin:/srv/files since 2026-12-03T22:00:00Z"
+    assert _sh(_CLAIM, claim, "a1", mine) == "new"
+    assert _sh(_CLAIM, claim, "a1", mine) == "ours"
+    theirs = "b2 restore from other:/x since 2026-12-03T22:01:00Z"
+    assert _sh(_CLAIM, claim, "b2", theirs) == f"other {mine}"
+    # An id that is a prefix of the owner's is not the owner.
+    assert _sh(_CLAIM, claim, "a", "a x").startswith("other ")
+    _sh(_RELEASE, claim, "b2")  # another's release leaves the claim alone
+    assert Path(claim).read_text() == mine + "\n"
+    _sh(_RELEASE, claim, "a1")
+    assert not Path(claim).exists()
+    _sh(_RELEASE, claim, "a1")  # nothing to release: still fine
+    assert _sh(_CLAIM, claim, "b2", theirs) == "new"
+
+
+def test_the_claim_id_is_the_admin_directory(tmp_path: Path) -> None:
+    assert claim_id(tmp_path / "files") == claim_id(tmp_path / "." / "files")
+    assert claim_id(tmp_path / "files") != claim_id(tmp_path / "other" / "files")
