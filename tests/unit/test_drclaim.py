@@ -34,3 +34,13 @@ def test_a_claim_is_made_once_kept_by_its_owner_and_refused_to_another(tmp_path:
 def test_the_claim_id_is_the_admin_directory(tmp_path: Path) -> None:
     assert claim_id(tmp_path / "files") == claim_id(tmp_path / "." / "files")
     assert claim_id(tmp_path / "files") != claim_id(tmp_path / "other" / "files")
+
+
+def test_a_claim_that_cannot_be_written_fails_rather_than_naming_nobody(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("a file where the directory should be")
+    done = subprocess.run(
+        ["sh", "-c", _CLAIM, "sh", str(tmp_path / "run" / "dr-claim"), "a1", "a1 x"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "cannot create" in done.stderr

@@ -35,6 +35,7 @@ CLAIM = "/run/etcdsop/dr-claim"
 _CLAIM = r"""
 mkdir -p "$(dirname "$1")"
 if (set -C; printf '%s\n' "$3" > "$1") 2>/dev/null; then echo new; exit 0; fi
+[ -f "$1" ] || { echo "cannot create $1" >&2; exit 1; }
 cur=$(head -n 1 "$1" 2>/dev/null)
 case "$cur" in
   "$2 "*) echo ours ;;
@@ -82,7 +83,7 @@ class DrClaim:
         self.release(new)
         if others:
             ip, theirs = sorted(others.items())[0]
-            _, _, who = theirs.partition(" ")
+            who = theirs.partition(" ")[2] or "its claim is being written"
             raise GuardRefused(
                 f"{ip}: another disaster-recovery run holds this cluster's hosts ({who}); "
                 "finish it there, or, if that admin node is gone for good, delete "
