@@ -29,6 +29,17 @@ def test_a_claim_is_made_once_kept_by_its_owner_and_refused_to_another(tmp_path:
     assert not Path(claim).exists()
     _sh(_RELEASE, claim, "a1")  # nothing to release: still fine
     assert _sh(_CLAIM, claim, "b2", theirs) == "new"
+    assert sorted(p.name for p in Path(claim).parent.iterdir()) == ["dr-claim"]
+
+
+def test_an_empty_claim_file_is_nobody_s_to_take_over(tmp_path: Path) -> None:
+    """A claim is linked into place whole; a file found empty (truncated by hand) is
+    not taken for ours, and a release leaves it."""
+    claim = tmp_path / "dr-claim"
+    claim.write_text("")
+    assert _sh(_CLAIM, str(claim), "a1", "a1 x") == "other (an empty claim file)"
+    _sh(_RELEASE, str(claim), "a1")
+    assert claim.exists()
 
 
 def test_the_claim_id_is_the_admin_directory(tmp_path: Path) -> None:

@@ -261,21 +261,17 @@ def recover(
         indexes = {ip: a.raft_index for ip, a in answers.items()}
         for line in losses(source.ip, indexes, result.unreachable):
             ctx.report.warn(line)
-    claim = DrClaim(ctx, "recover")
-    claim.take(reachable)
-    try:
+    claim = DrClaim(ctx, "recover", resuming=record is not None)
+    with claim.until_first_change(reachable):
         confirm(f"{source.name} ({source.ip})")
         if not led and record is None:
             _still_no_leader(ctx, members)
-    except BaseException:
-        if record is None:  # nothing changed yet: another operator may go on
-            claim.release(reachable)
-        raise
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
     _finish(ctx, source, others, promote_timeout, stamp, result)
-    if not result.unreachable:
-        claim.release(reachable)
+    # The source leads now: from here a quorum answers, and recover refuses anywhere
+    # but in this directory (its record), so the claims have done their work.
+    claim.release(reachable)
     return result
 
 

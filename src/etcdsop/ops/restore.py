@@ -180,15 +180,14 @@ def restore(
 
     for line in describe_snapshot(read_sidecar(snapshot), inventory.cluster):
         ctx.report.warn(line)
-    claim = DrClaim(ctx, "restore")
-    claim.take(members)
-    try:
+    # Any record of this directory, not only one of this file: an interrupted restore
+    # of another snapshot may have left hosts mid-change, and keeps its claims.
+    claim = DrClaim(ctx, "restore", resuming=record_path(inventory).exists())
+    with claim.until_first_change(members):
+        if todo and not view.live and (again := ctx.probe(tls_refusals=True)).live:
+            _refuse_live(ctx, again, force)  # it came up between the first look and the claim
         confirm()
         old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
-    except BaseException:
-        if resumable_stamp(inventory, sha) is None:  # nothing changed yet
-            claim.release(members)
-        raise
     _write_record(inventory, snapshot, sha, stamp)
     if todo:
         ctx.report.phase(f"stop etcd on {len(todo)} host(s)")
