@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from etcdsop.ops.drclaim import _CLAIM, _RELEASE, claim_id
+import pytest
+
+from etcdsop.errors import GuardRefused
+from etcdsop.ops.drclaim import _CLAIM, _RELEASE, DrClaim, claim_id
 
 
 def _sh(script: str, *args: str) -> str:
@@ -55,3 +60,58 @@ def test_a_claim_that_cannot_be_written_fails_rather_than_naming_nobody(tmp_path
         text=True,
     )
     assert done.returncode != 0 and "cannot create" in done.stderr
+
+
+class _Host:
+    """A host whose claim script answers as given; records what was run on it."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.ran: list[str] = []
+
+    def run(self, argv: list[str], timeout: float) -> SimpleNamespace:
+        self.ran.append("release" if argv[2] == _RELEASE else "claim")
+        return SimpleNamespace(stdout=self.answer + "\n")
+
+
+class _Ctx:
+    def __init__(self, files: Path, answers: dict[str, str]) -> None:
+        self.inventory = SimpleNamespace(files_dir=files)
+        self.hosts = {ip: _Host(a) for ip, a in answers.items()}
+        self.report = SimpleNamespace(warn=lambda message: None)
+
+    def host(self, member: SimpleNamespace) -> _Host:
+        return self.hosts[member.ip]
+
+    def parallel(self, members: list[SimpleNamespace], action: Any) -> dict[str, object]:
+        return {m.ip: action(m) for m in members}
+
+
+THEIRS = "0123456789abcdef recover from other:/srv/files since 2026-12-03T22:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("resuming", "said", "released"),
+    [(False, "nothing was changed", True), (True, "hosts may be mid-change", False)],
+)
+def test_a_refused_claim_names_the_holder_and_what_this_run_did(
+    tmp_path: Path, resuming: bool, said: str, released: bool
+) -> None:
+    ctx = _Ctx(tmp_path, {"10.0.0.1": "new", "10.0.0.2": f"other {THEIRS}"})
+    members = [SimpleNamespace(ip=ip) for ip in ctx.hosts]
+    claim = DrClaim(ctx, "recover", resuming=resuming)  # type: ignore[arg-type]
+    with pytest.raises(GuardRefused) as refused, claim.until_first_change(members):  # type: ignore[arg-type]
+        raise AssertionError("the block must not run when a host is claimed by another")
+    text = refused.value.message
+    assert "10.0.0.2: another disaster-recovery run" in text
+    assert "(recover from other:/srv/files since 2026-12-03T22:00:00Z)" in text
+    assert said in text
+    # Not resuming: this run's claims are taken back (the script removes ours only).
+    assert ctx.hosts["10.0.0.1"].ran == (["claim", "release"] if released else ["claim"])
+
+
+def test_an_unexpected_answer_refuses_the_claim(tmp_path: Path) -> None:
+    ctx = _Ctx(tmp_path, {"10.0.0.1": "new", "10.0.0.2": "sudo: a password is required"})
+    claim = DrClaim(ctx, "restore", resuming=False)  # type: ignore[arg-type]
+    with pytest.raises(GuardRefused, match=r"10\.0\.0\.2: could not claim the host for restore"):
+        claim.take([SimpleNamespace(ip=ip) for ip in ctx.hosts])  # type: ignore[list-item]
