@@ -114,4 +114,4 @@ def test_an_unexpected_answer_refuses_the_claim(tmp_path: Path) -> None:
     ctx = _Ctx(tmp_path, {"10.0.0.1": "new", "10.0.0.2": "sudo: a password is required"})
     claim = DrClaim(ctx, "restore", resuming=False)  # type: ignore[arg-type]
     with pytest.raises(GuardRefused, match=r"10\.0\.0\.2: could not claim the host for restore"):
-        claim.take([SimpleNamespace(ip=ip) for ip in ctx.hosts])  # type: ignore[list-item]
+        claim.take([SimpleNamespace(ip=ip) for ip in ctx.hosts])  # type: ignore[misc]
