@@ -99,7 +99,7 @@ class Writer:
         within = [name for name, at in marks.items() if self.longest_began <= at <= ended]
         if within:
             at = marks[within[0]]
-            return f"across {within[0]}: from {self.longest_began - at:+.1f}s"
+            return f"across {within[0]} (began {at - self.longest_began:.1f}s before it)"
         before = [(at, name) for name, at in marks.items() if at <= self.longest_began]
         if not before:
             return "before the fault"
