@@ -42,7 +42,7 @@ PASSWORD = "Test.Root.Pw-7f3a"
 WIPE = (
     "systemctl disable --now etcd >/dev/null 2>&1; systemctl reset-failed etcd >/dev/null 2>&1;"
     " rm -rf /etc/etcd /data/etcd /var/lib/etcd/* /etc/systemd/system/etcd.service"
-    " /etc/profile.d/etcdctl.sh /tmp/etcdsop-*; systemctl daemon-reload; true"
+    " /etc/profile.d/etcdctl.sh /tmp/etcdsop-* /run/etcdsop; systemctl daemon-reload; true"
 )
 
 
