@@ -87,7 +87,7 @@ class DrClaim:
         self.ctx = ctx
         self.what = what
         self.resuming = resuming
-        files = ctx.inventory.files_dir.resolve()
+        files = ctx.inventory.files_dir  # resolved already
         self.id = claim_id(files)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.line = f"{self.id} {self.what} from {socket.gethostname()}:{files} since {started}"
