@@ -270,8 +270,12 @@ def recover(
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
     _finish(ctx, source, others, promote_timeout, stamp, result)
     # The source leads now: from here a quorum answers, and recover refuses anywhere
-    # but in this directory (its record), so the claims have done their work.
+    # but in this directory (its record), so the claims have done their work. They go
+    # before the record: a run stopped between the two resumes from the record (and
+    # claims again), where one without a record would be refused and strand them.
     claim.release(reachable)
+    if not result.unreachable:
+        record_path(ctx.inventory).unlink(missing_ok=True)
     return result
 
 
@@ -284,7 +288,6 @@ def _finish(
     result: RecoverResult,
 ) -> None:
     """From the forced start on: the source on its own etcd.conf, the others added."""
-    inventory = ctx.inventory
     host = ctx.host(source)
     if drhost.forced(host):
         ctx.report.phase(f"restart {source.name} without force-new-cluster")
@@ -295,7 +298,6 @@ def _finish(
     ctx.report.phase("refresh etcd.conf on the members")
     refresh_conf(ctx)
     if not result.unreachable:
-        record_path(inventory).unlink(missing_ok=True)
         result.next_steps = [RELOAD_HINT]
     else:
         gone = " ".join(result.unreachable)

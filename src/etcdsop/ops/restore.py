@@ -210,8 +210,8 @@ def restore(
     # (the root password). Left behind, they would make a later restore of the same
     # file believe its hosts restored already, and report success restoring nothing.
     _each(ctx, members, lambda m: drhost.clear_marker(ctx.host(m)), "restore marker removed")
+    claim.release(members)  # before the record: stopped between, a re-run claims again
     record_path(inventory).unlink(missing_ok=True)
-    claim.release(members)
     ctx.report.phase("rbac")
     result.root_password = _root_password(ctx, old_passwords)
     ctx.report.info(f"root password: {result.root_password}")
