@@ -389,6 +389,31 @@ def test_recover_chooses_the_member_furthest_ahead(cluster: Cluster) -> None:
     cluster.client().delete_prefix("/app/ahead/")
 
 
+def test_recover_killed_once_a_learner_started_promotes_it_on_the_rerun(
+    cluster: Cluster,
+) -> None:
+    """kill -9 right after a member added back started as a learner: the re-run must
+    promote it, not skip it as "a started member already" (that left the cluster a
+    voter short, with its record gone and exit 0)."""
+    before = cluster.voters()
+    cluster.bed.each(cluster.ips[1:], "systemctl stop etcd")
+    proc = spawn("recover", "--from", cluster.ips[0], "-y", "-i", str(cluster.inventory))
+    assert proc.stderr is not None
+    output = []
+    for line in proc.stderr:
+        output.append(line)
+        if "started, healthy learner" in line:
+            proc.kill()
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "".join(output)
+    rerun = cluster.cli("recover", "-y", "--json")
+    assert json.loads(rerun.stdout)["source"] == cluster.ips[0]
+    assert cluster.voters() == before  # every member started, none a learner
+    cluster.assert_keys()
+    assert _claimed(cluster) == []
+
+
 def test_recover_from_the_last_member(cluster: Cluster) -> None:
     survivor, dead = cluster.ips[0], cluster.ips[1:]
     cluster.bed.each(dead, "systemctl stop etcd; rm -rf /data/etcd")

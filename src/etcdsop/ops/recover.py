@@ -377,6 +377,12 @@ def _add_back(
     for member in others:
         view = ctx.probe()
         entry = find_live(member, view.members)
+        if entry is not None and entry.started and entry.is_learner and not member.learner:
+            # Added by an interrupted run and started on its new data: promoted, not
+            # skipped (a skipped learner left the cluster one voter short for good).
+            join_member(ctx, member, promote_timeout=promote_timeout)
+            result.added.append(member.ip)
+            continue
         if entry is not None and entry.started:
             ctx.report.host(member.ip, "a started member already, skipped", "skipped")
             result.skipped.append(member.ip)
