@@ -25,7 +25,8 @@ start (the snapshot in the record is reused when still whole); once the source l
 (the forced start happened), a quorum answering is the recovered cluster, not a
 refusal: a drop-in still present is removed and the member restarted, and the hosts
 that are not started members yet are added (a started member is skipped, so its
-data is never moved). The record is removed when every inventory host is a member.
+data is never moved; a started learner is promoted). The record is removed when every
+inventory host is a member.
 """
 
 from __future__ import annotations
