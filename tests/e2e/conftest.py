@@ -7,7 +7,9 @@ no trace of etcd configuration or data.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 from etcdsop import sandbox
+from etcdsop.inventory.masking import is_secret
 from etcdsop.sandbox.rootfs import POSTGRES_PACKAGES
 
 # Under pytest-xdist (`make test` runs two workers) each worker has its own sandbox:
@@ -91,12 +94,82 @@ class Bed(sandbox.Shell):
         }
         path = where / "pigsty.yml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        _SEEN.note_inventory(path, doc)
         return path
+
+
+class _Seen:
+    """What a module's commands wrote where a secret must never be: the audit logs
+    beside their inventories and their --json output; and the secrets they were given."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.dirs: set[Path] = set()
+        self.json_outputs: list[str] = []
+        self.secrets: set[str] = {PASSWORD}
+        self.changing = 0
+
+    def note_inventory(self, path: Path, doc: object) -> None:
+        self.dirs.add(path.parent.absolute())
+        self.secrets.update(_secret_values(doc))
+
+    def note_args(self, args: Sequence[str]) -> None:
+        for flag, value in itertools.pairwise(args):
+            if flag in ("-i", "--inventory"):
+                self.dirs.add(Path(value).parent.absolute())
+        for word in args:  # key=value anywhere: -e X, -eX, --extra-vars=X, k=v lists
+            for key, value in re.findall(r"([A-Za-z_]\w*)=([^\s'\"]+)", word):
+                if is_secret(key):
+                    self.secrets.add(value)
+        self.changing += bool(args) and args[0] in _CHANGING and "--dry-run" not in args
+
+    def leaks(self) -> tuple[list[str], int]:
+        """(where a secret was found, how many logs and outputs were read)."""
+        secrets = [s for s in self.secrets if len(s) >= 6]  # "x" is in every log
+        texts = [(f"--json output #{i}", t) for i, t in enumerate(self.json_outputs)]
+        for d in sorted(self.dirs):
+            log = d / "files" / "log" / "etcdsop.jsonl"
+            if log.is_file():
+                texts.append((str(log), log.read_text()))
+        found = [f"{where}: {s!r}" for where, text in texts for s in secrets if s in text]
+        return found, len(texts)
+
+
+def _secret_values(value: object) -> set[str]:
+    if isinstance(value, dict):
+        out: set[str] = set()
+        for key, item in value.items():
+            if is_secret(key) and isinstance(item, str | int):
+                out.add(str(item))
+            else:
+                out |= _secret_values(item)
+        return out
+    if isinstance(value, list):
+        return set().union(*(_secret_values(v) for v in value)) if value else set()
+    return set()
+
+
+_CHANGING = {"create", "add", "promote", "rm", "reload", "rbac", "defrag", "restore", "recover"}
+_SEEN = _Seen()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_secret_in_audit_log_or_json() -> Iterator[None]:
+    """After every module: no secret a test gave in the audit logs or --json output.
+    A module that ran a changing command must have left a log to read (never vacuous)."""
+    _SEEN.reset()
+    yield
+    found, read = _SEEN.leaks()
+    assert not found, "secret written: " + "; ".join(found)
+    assert read or not _SEEN.changing, "changing commands ran, but no audit log was found"
 
 
 def spawn(*args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """The real command in the background, its progress (stderr) to read line by line;
     wide, so that a progress line is one line whatever COLUMNS says."""
+    _SEEN.note_args(args)
     return subprocess.Popen(
         [sys.executable, "-m", "etcdsop", *args],
         stdout=stdout,
@@ -110,6 +183,7 @@ def run_cli(
     *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real command, in its own process: real exit codes, real argv."""
+    _SEEN.note_args(args)
     proc = subprocess.run(
         [sys.executable, "-m", "etcdsop", *args],
         capture_output=True,
@@ -117,6 +191,8 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+    if "--json" in args:
+        _SEEN.json_outputs.append(proc.stdout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"etcdsop {' '.join(args)} exited {proc.returncode}\n"

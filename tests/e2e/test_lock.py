@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import Bed, run_cli, spawn
+from tests.e2e.conftest import PASSWORD, Bed, run_cli, spawn
 from tests.e2e.test_create import block_port
 from tests.e2e.test_safety import Cluster, flat, make, url
 
@@ -149,15 +149,20 @@ def b64(text: str) -> str:
 def test_audit_trail_records_every_changing_command_with_secrets_masked(
     four: Cluster,
 ) -> None:
-    four.cli("create", "-l", ",".join(four.ips), "-e", "pg_etcd_password=NotInTheLog.42")
+    # Every way to spell -e: the option's value next, attached, after `=`, after flags.
+    given = [f"-eetcd_root_password={PASSWORD}", "--extra-vars=pg_etcd_password=NotInTheLog.41"]
+    given += ["-e", "pg_etcd_password=NotInTheLog.42", "--json"]
+    four.cli("create", "-l", ",".join(four.ips), *given)
     four.cli("create", "--dry-run", "-l", ",".join(four.ips))  # read-only: no lock, no line
     refused = four.cli("rm", four.ips[0], "-y", "-e", "etcd_safeguard=true", check=False)
     assert refused.returncode == 3
     records = json.loads(four.cli("log", "-n", "3", "--json").stdout)
     assert [r["outcome"] for r in records] == ["ok", "ok", "refused"]  # make's create first
     assert "pg_etcd_password=******" in records[1]["command"]
+    assert "-eetcd_root_password=******" in records[1]["command"]
+    assert "--extra-vars=pg_etcd_password=******" in records[1]["command"]
     log = four.inventory.parent / "files" / "log" / "etcdsop.jsonl"
-    assert "NotInTheLog" not in log.read_text()
+    assert "NotInTheLog" not in log.read_text() and PASSWORD not in log.read_text()
     assert oct(log.stat().st_mode & 0o777) == "0o600"
     table = four.cli("log").stdout
     assert "refused" in table and "etcdsop rm" in table
