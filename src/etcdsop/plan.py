@@ -23,6 +23,12 @@ BOOTSTRAP_ONLY_KEYS = frozenset(
     {"initial-cluster", "initial-cluster-state", "initial-cluster-token"}
 )
 
+# Unit settings systemd applies from the reloaded unit when they next matter (the next
+# start, stop or exit): a change of these alone needs a daemon-reload, not a restart.
+RELOAD_ONLY_UNIT_KEYS = frozenset(
+    {"Description", "Documentation", "TimeoutStartSec", "TimeoutStopSec"}
+)
+
 ServiceAction = Literal["none", "start", "restart", "join"]
 
 
@@ -126,6 +132,26 @@ def conf_needs_restart(old: bytes | None, new: bytes) -> bool:
     return _runtime(before) != _runtime(after)
 
 
+def unit_needs_restart(old: bytes | None, new: bytes) -> bool:
+    """True when the unit changed in a setting the running etcd only gets on restart
+    (comments, blank lines and RELOAD_ONLY_UNIT_KEYS ignored)."""
+    if old is None:
+        return True
+    return _unit_settings(old) != _unit_settings(new)
+
+
+def _unit_settings(unit: bytes) -> list[str]:
+    kept = []
+    for raw in unit.decode(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.partition("=")[0].strip() in RELOAD_ONLY_UNIT_KEYS:
+            continue
+        kept.append(line)
+    return kept
+
+
 def _runtime(conf: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in conf.items() if k not in BOOTSTRAP_ONLY_KEYS}
 
@@ -134,7 +160,7 @@ def restart_reasons(changes: Sequence[FileChange], facts: HostFacts) -> list[str
     """Which changes a running etcd only picks up on restart.
 
     Certificates are re-read per connection (etcd 3.2+) so a rotated node cert
-    needs none; a new CA, the unit and runtime keys of etcd.conf do.
+    needs none; a new CA, runtime keys of etcd.conf and of the unit do.
     """
     reasons = []
     for change in changes:
@@ -145,7 +171,9 @@ def restart_reasons(changes: Sequence[FileChange], facts: HostFacts) -> list[str
             if conf_needs_restart(old.content if old else None, change.file.content):
                 reasons.append("etcd.conf changed")
         elif change.path == UNIT:
-            reasons.append("unit changed")
+            old = facts.files.get(UNIT)
+            if unit_needs_restart(old.content if old else None, change.file.content):
+                reasons.append("unit changed")
         elif change.path == CA_CRT:
             reasons.append("CA changed")
     return reasons

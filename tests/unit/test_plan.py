@@ -10,8 +10,8 @@ from tests.unit.factories import member, trio
 from etcdsop.etcd import MemberInfo
 from etcdsop.facts import HostFacts, RemoteDir, RemoteFile, parse_facts
 from etcdsop.guards import create_refusal
-from etcdsop.plan import conf_needs_restart, find_live, plan_host
-from etcdsop.render import PeerRef, node_dirs, node_files
+from etcdsop.plan import conf_needs_restart, find_live, plan_host, unit_needs_restart
+from etcdsop.render import UNIT, PeerRef, node_dirs, node_files
 
 M = trio()[0]
 
@@ -153,6 +153,50 @@ def test_stopped_member_is_started_and_non_member_of_live_cluster_joins() -> Non
 )
 def test_conf_needs_restart(old: bytes | None, new: bytes, restart: bool) -> None:
     assert conf_needs_restart(old, new) is restart
+
+
+def _with_unit(files, unit: bytes):  # type: ignore[no-untyped-def]
+    return [f if f.path != UNIT else type(f)(f.path, unit, f.owner, f.group, f.mode) for f in files]
+
+
+def test_a_unit_whose_start_timeout_alone_changed_is_reloaded_without_restart() -> None:
+    """A member whose unit an older etcdsop wrote (TimeoutStartSec=60)."""
+    files = _files()
+    unit = next(f.content for f in files if f.path == UNIT)
+    old = unit.replace(b"TimeoutStartSec=0", b"TimeoutStartSec=60")
+    old = b"\n".join(line for line in old.split(b"\n") if not line.startswith(b"# "))
+    assert old != unit
+    plan = plan_host(
+        M, files, node_dirs(M), _facts_with(_with_unit(files, old)), live=LIVE, cluster_live=True
+    )
+    assert [c.path for c in plan.changes] == [UNIT]
+    assert plan.daemon_reload and plan.service == "none" and plan.reasons == ()
+
+
+def test_a_unit_change_etcd_reads_at_start_restarts() -> None:
+    files = _files()
+    unit = next(f.content for f in files if f.path == UNIT)
+    old = unit.replace(b"LimitNOFILE=65536", b"LimitNOFILE=1024")
+    plan = plan_host(
+        M, files, node_dirs(M), _facts_with(_with_unit(files, old)), live=LIVE, cluster_live=True
+    )
+    assert plan.daemon_reload and plan.service == "restart" and plan.reasons == ("unit changed",)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "restart"),
+    [
+        (b"[Service]\nTimeoutStartSec=60\n", b"[Service]\n# why\nTimeoutStartSec=0\n", False),
+        (b"[Unit]\nDescription=a\n", b"[Unit]\nDescription=b\n", False),
+        (b"[Service]\nTimeoutStopSec=60\n", b"[Service]\nTimeoutStopSec=90\n", False),
+        (b"[Service]\nUser=etcd\n", b"[Service]\nUser=root\n", True),
+        (b"[Service]\nExecStart=/a\n", b"[Service]\nExecStart=/b\n", True),
+        (b"[Service]\nUser=etcd\n", b"[Service]\nUser=etcd\nLimitNOFILE=1\n", True),
+        (None, b"[Service]\n", True),
+    ],
+)
+def test_unit_needs_restart(old: bytes | None, new: bytes, restart: bool) -> None:
+    assert unit_needs_restart(old, new) is restart
 
 
 def test_find_live_matches_unstarted_member_by_peer_url() -> None:
