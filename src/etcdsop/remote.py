@@ -297,6 +297,52 @@ class RemoteHost:
         )
         self.run(["sh", "-c", script], stdin=stream)
 
+    def stream_file(
+        self, source: Path, argv: Sequence[str], *, chunk_timeout: float, deadline: float
+    ) -> CommandResult:
+        """Run argv with source's bytes on stdin, read and sent in 1 MiB chunks (never
+        whole in memory): each chunk waits at most chunk_timeout for the channel, the
+        whole run ends by deadline (time.monotonic()). check as in run()."""
+        self.connect()
+        assert self._client is not None
+        command = self.command_text(argv)
+        if self.options.log:
+            self.options.log(self.label, command)
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.label, "SSH connection lost")
+        total = deadline - time.monotonic()
+        try:
+            chan = transport.open_session(timeout=self.options.connect_timeout)
+            chan.exec_command(command)
+            with source.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError()
+                    chan.settimeout(min(chunk_timeout, max(0.1, deadline - time.monotonic())))
+                    chan.sendall(chunk)
+            chan.shutdown_write()
+            chan.settimeout(max(0.1, deadline - time.monotonic()))
+            out = _read_all(chan.recv, deadline)
+            err = _read_all(chan.recv_stderr, deadline)
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError()
+            rc = chan.recv_exit_status()
+            chan.close()
+        except TimeoutError as exc:
+            raise RemoteError(
+                self.label, f"sending {source} timed out ({total:.0f}s allowed): {command}"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise RemoteError(self.label, f"SSH failure sending {source}: {_reason(exc)}") from exc
+        result = CommandResult(
+            self.label, command, rc, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+        if rc != 0:
+            detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
+            raise RemoteError(self.label, f"command failed (exit {rc}): {command}", details=detail)
+        return result
+
     def journal_tail(self, unit: str, lines: int = 20) -> str:
         result = self.run(
             ["journalctl", "-u", unit, "-n", str(lines * 10), "--no-pager", "-o", "cat"],

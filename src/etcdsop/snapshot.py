@@ -22,13 +22,25 @@ def verify_snapshot(path: Path) -> None:
 
     The same integrity check `etcdctl snapshot restore` makes before it restores.
     """
-    data = path.read_bytes()
-    if len(data) < 4096 + _HASH_LEN:
-        raise ClusterError(f"snapshot {path} is too small ({len(data)} bytes)")
-    body, trailer = data[:-_HASH_LEN], data[-_HASH_LEN:]
-    if hashlib.sha256(body).digest() != trailer:
+    size = path.stat().st_size
+    if size < 4096 + _HASH_LEN:
+        raise ClusterError(f"snapshot {path} is too small ({size} bytes)")
+    # Streamed in chunks: a snapshot may be several GB (the quota is 8 GiB).
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        head = source.read(4096)
+        digest.update(head)
+        left = size - _HASH_LEN - len(head)
+        while left > 0:
+            chunk = source.read(min(left, 1 << 20))
+            if not chunk:
+                raise ClusterError(f"snapshot {path} changed while it was read")
+            digest.update(chunk)
+            left -= len(chunk)
+        trailer = source.read(_HASH_LEN)
+    if digest.digest() != trailer:
         raise ClusterError(f"snapshot {path} fails its sha256 check")
-    (magic,) = struct.unpack_from("<I", body, 16)
+    (magic,) = struct.unpack_from("<I", head, 16)
     if magic != _BOLT_MAGIC:
         raise ClusterError(f"snapshot {path} is not a bolt database")
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from etcdsop.errors import ClusterError
 from etcdsop.model import Member
 from etcdsop.ops.hostops import safe_data_dir
-from etcdsop.remote import RemoteFileSpec, RemoteHost
+from etcdsop.remote import RemoteHost
 from etcdsop.render import PeerRef
 
 MARKER = "/var/lib/etcd/.etcdsop-restore"  # "<stamp> <sha256>": this host is restored
@@ -54,6 +56,8 @@ mv -T "$new" "$data"
 chown -R etcd:etcd "$data"; chmod 0700 "$data"
 printf '%s\n' "$mark" > /var/lib/etcd/.etcdsop-restore
 rm -f /var/lib/etcd/etcdsop-restore.db
+# Enabled only now: a reboot before the swap must not start the old data.
+SYSTEMCTL_SKIP_SYSV=1 systemctl enable --quiet etcd
 """
 )
 
@@ -141,15 +145,59 @@ def restore_argv(
     return argv
 
 
-def upload_snapshot(host: RemoteHost, data: bytes, sha256: str) -> None:
-    """The snapshot to UPLOAD (root 0600), its sha256 checked on the host."""
-    host.put_files(
-        [RemoteFileSpec(UPLOAD, data, "root", "root", 0o600)],
-        before=[["install", "-d", "-o", "etcd", "-g", "etcd", "-m", "0770", "/var/lib/etcd"]],
-    )
-    got = host.run(["sha256sum", UPLOAD], timeout=120).stdout.split()[:1]
-    if got != [sha256]:
+# Uploads are bounded by a floor rate (a slow WAN link to a DR site still passes) plus
+# a base for the ssh round trips and the sha256 on the host; each 1 MiB chunk waits at
+# most CHUNK_TIMEOUT for the channel.
+UPLOAD_BASE_S = 120.0
+UPLOAD_FLOOR_RATE = 1 << 20  # bytes per second
+CHUNK_TIMEOUT = 60.0
+
+
+def upload_deadline(size: int) -> float:
+    """Seconds an upload of size bytes may take (pure)."""
+    return UPLOAD_BASE_S + size / UPLOAD_FLOOR_RATE
+
+
+# $1 = size, $2 = data dir: refused (exit 4) unless the upload's file system holds the
+# snapshot and the data dir's parent a restored copy of it (twice when they are one),
+# then stdin to a temp name (0600), its sha256 printed.
+_RECEIVE = r"""
+set -e
+size=$1; data=$2; tmp="$UPLOAD.part"
+install -d -o etcd -g etcd -m 0770 /var/lib/etcd
+parent=$(dirname "$data"); mkdir -p "$parent"
+free() { df -P -k "$1" | awk 'NR==2 {print $4 * 1024}'; }
+need=$size
+if [ "$(stat -c %d /var/lib/etcd)" = "$(stat -c %d "$parent")" ]; then need=$((size * 2)); fi
+if [ "$(free /var/lib/etcd)" -lt "$need" ] || [ "$(free "$parent")" -lt "$size" ]; then
+  echo "not enough free space: $need bytes needed on /var/lib/etcd and $parent" >&2; exit 4
+fi
+rm -f "$tmp"; (umask 077; cat > "$tmp")
+sha256sum "$tmp"
+""".replace("$UPLOAD", UPLOAD)
+
+
+def upload_snapshot(host: RemoteHost, member: Member, snapshot: Path, sha256: str) -> None:
+    """The snapshot streamed to UPLOAD (root 0600) under a temp name, its sha256 and the
+    free space checked on the host first: nothing is stopped until every host has it."""
+    size = snapshot.stat().st_size
+    limit = upload_deadline(size)
+    try:
+        got = host.stream_file(
+            snapshot,
+            ["sh", "-c", _RECEIVE, "sh", str(size), safe_data_dir(member)],
+            chunk_timeout=CHUNK_TIMEOUT,
+            deadline=time.monotonic() + limit,
+        )
+    except ClusterError as exc:
+        raise ClusterError(
+            f"{host.label}: uploading the snapshot ({size} bytes, {limit:.0f}s allowed) "
+            f"failed: {exc.message}",
+            details=exc.details,
+        ) from None
+    if got.stdout.split()[:1] != [sha256]:
         raise ClusterError(f"{host.label}: the uploaded snapshot fails its sha256 check")
+    host.run(["mv", "-f", UPLOAD + ".part", UPLOAD], timeout=30)
 
 
 def restore_member(
@@ -171,7 +219,7 @@ def read_marker(host: RemoteHost) -> str:
 
 
 def clear_marker(host: RemoteHost) -> None:
-    host.run(["rm", "-f", MARKER, UPLOAD], timeout=20)
+    host.run(["rm", "-f", MARKER, UPLOAD, UPLOAD + ".part"], timeout=20)
 
 
 def move_aside(host: RemoteHost, member: Member, suffix: str) -> str | None:

@@ -39,7 +39,7 @@ from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.guards import check_safeguard
 from etcdsop.model import Inventory, Member
 from etcdsop.ops import drhost, hostops
-from etcdsop.ops.common import ClusterView, Context
+from etcdsop.ops.common import ClusterView, Context, leader_answer
 from etcdsop.ops.drclaim import DrClaim
 from etcdsop.ops.launch import START
 from etcdsop.ops.stages import (
@@ -53,6 +53,7 @@ from etcdsop.ops.stages import (
     issue_certificates,
     plan_member,
 )
+from etcdsop.plan import HostPlan
 from etcdsop.render import ETCD_PASS
 from etcdsop.snapshot import verify_snapshot
 
@@ -85,9 +86,9 @@ class RestoreResult:
 
 
 # -- input ---------------------------------------------------------------------------
-def check_file(path: Path) -> tuple[bytes, str]:
-    """The snapshot's bytes and sha256; exit 1 before any host is touched when it is
-    missing, damaged, or not the file its sidecar describes."""
+def check_file(path: Path) -> str:
+    """The snapshot's sha256 (read in chunks, never whole); exit 1 before any host is
+    touched when it is missing, damaged, or not the file its sidecar describes."""
     if not path.exists():
         raise InputError(f"restore: {path}: no such file")
     if not path.is_file():
@@ -103,7 +104,7 @@ def check_file(path: Path) -> tuple[bytes, str]:
             f"restore: {path}: its sha256 {sha[:12]}… is not the one its sidecar records "
             f"({sidecar.sha256[:12]}…): the file changed since the backup"
         )
-    return path.read_bytes(), sha
+    return sha
 
 
 def describe_snapshot(sidecar: Sidecar | None, cluster: str) -> list[str]:
@@ -155,7 +156,7 @@ def restore(
     """confirm runs once every guard passed, before the first change (the countdown)."""
     inventory = ctx.inventory
     members = list(inventory.members)
-    data, sha = check_file(snapshot)
+    sha = check_file(snapshot)
     result = RestoreResult(str(snapshot), sha)
     check_safeguard(members, "restore")
     for member in members:
@@ -170,6 +171,8 @@ def restore(
     mark = f"{stamp} {sha}"
     marks = ctx.parallel(members, lambda m: drhost.read_marker(ctx.host(m)))
     todo = [m for m in members if marks.get(m.ip) != mark]
+    if todo and not view.live:
+        view = _metrics_live(ctx, members, view)
     if view.live and todo:
         _refuse_live(ctx, view, force)
     check_guards(members, facts, ClusterView(foreign=view.foreign))
@@ -190,6 +193,15 @@ def restore(
         old_passwords = _old_passwords(ctx, members)  # before the files are rewritten
     _write_record(inventory, snapshot, sha, stamp)
     if todo:
+        # Every host has the file, checked, before anything stops: a failed upload
+        # leaves the cluster as it was.
+        ctx.report.phase(f"upload {snapshot.name} to {len(todo)} host(s)")
+        _each(
+            ctx,
+            todo,
+            lambda m: drhost.upload_snapshot(ctx.host(m), m, snapshot, sha),
+            "snapshot uploaded, sha256 and free space checked",
+        )
         ctx.report.phase(f"stop etcd on {len(todo)} host(s)")
         _each(ctx, todo, lambda m: hostops.stop_etcd(ctx.host(m)), "stopped (data kept)")
     ctx.report.phase("node files and certificates")
@@ -197,10 +209,10 @@ def restore(
     certs = issue_certificates(ctx, members, [])
     new_cluster = ClusterView()
     plans = [plan_member(ctx, m, members, facts[m.ip], new_cluster, certs) for m in members]
-    apply_plans(ctx, plans)
+    apply_plans(ctx, [_enable_after_swap(p, todo) for p in plans])
     if todo:
         ctx.report.phase(f"restore {snapshot.name} on {len(todo)} host(s)")
-        _restore_hosts(ctx, todo, data, sha, stamp, result)
+        _restore_hosts(ctx, todo, sha, stamp, result)
     ctx.report.phase(f"start {len(members)} member(s) together")
     _each(ctx, members, lambda m: ctx.host(m).run(START, timeout=90), "etcd starting")
     ctx.wait_healthy(members)
@@ -239,6 +251,27 @@ def _refuse_live(ctx: Context, view: ClusterView, force: bool) -> None:
         ctx.report.info("cluster lock released: it lives in the cluster being replaced")
 
 
+def _metrics_live(ctx: Context, members: list[Member], view: ClusterView) -> ClusterView:
+    """Members that answer /metrics (no login needed) count as a live cluster even when
+    the member list did not answer: from etcd 3.4.42, 3.5.28, 3.6.9 on it needs a
+    login, and a login needs the quorum a quorum-lost cluster has not."""
+    client = ctx.client(timeout=3.0)
+
+    def ask(member: Member) -> bool:
+        if member.ip in view.foreign:
+            return False
+        with contextlib.suppress(ClusterError, KeyError, TypeError, ValueError):
+            leader_answer(client, member.client_url)
+            return True
+        return False
+
+    found = ctx.parallel(members, ask)
+    answered = frozenset(ip for ip, ok in found.items() if ok is True)
+    if not answered:
+        return view
+    return dataclasses.replace(view, cluster_id=0, answered=answered)
+
+
 def _tools(ctx: Context, members: list[Member]) -> dict[str, str]:
     found = ctx.parallel(members, lambda m: drhost.restore_tool(ctx.host(m)))
     _raise_first(found)
@@ -250,13 +283,12 @@ def _tools(ctx: Context, members: list[Member]) -> dict[str, str]:
 
 
 def _restore_hosts(
-    ctx: Context, todo: list[Member], data: bytes, sha: str, stamp: str, result: RestoreResult
+    ctx: Context, todo: list[Member], sha: str, stamp: str, result: RestoreResult
 ) -> None:
     peers = initial_cluster(list(ctx.inventory.members), todo[0], ClusterView())
 
     def one(member: Member) -> None:
         host = ctx.host(member)
-        drhost.upload_snapshot(host, data, sha)
         argv = drhost.restore_argv(
             result.tools[member.ip],
             drhost.UPLOAD,
@@ -274,6 +306,14 @@ def _restore_hosts(
         )
 
     _raise_first(ctx.parallel(todo, one))
+
+
+def _enable_after_swap(plan: HostPlan, todo: list[Member]) -> HostPlan:
+    """A host still to restore keeps etcd disabled (the stop disabled it) until its
+    swap enables it: a reboot in between must not start the old data (pure)."""
+    if not plan.enable or plan.member.ip not in {m.ip for m in todo}:
+        return plan
+    return dataclasses.replace(plan, enable=False, daemon_reload=True)
 
 
 def _each(ctx: Context, members: list[Member], action: Any, done: str) -> None:
