@@ -9,7 +9,9 @@ module expects the base's 3.4 on h1-h6.
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from tests.e2e.conftest import (
     Bed,
     run_cli,
 )
-from tests.e2e.test_create import client
+from tests.e2e.test_create import client, unit_times
 from tests.faults.harness import Writer
 
 from etcdsop import sandbox
@@ -286,3 +288,65 @@ def test_a_rolling_upgrade_stopped_half_way_continues_and_keeps_writes_keys_auth
     assert [m["skipped"] for m in json.loads(again.stdout)["members"]] == [True] * 3
     left = bed.ssh(first, "cat /usr/sbin/policy-rc.d; echo; ls /usr/sbin/policy-rc.d*").stdout
     assert left == "#!/bin/sh\nexit 0\n/usr/sbin/policy-rc.d\n"  # ours gone, theirs back
+
+
+# A package whose postinst takes a while, then restarts etcd as a package's maintainer
+# scripts do (deb-systemd-invoke honours policy-rc.d).
+SLOW_HOOK = r"""set -e
+d=$(mktemp -d); mkdir -p $d/DEBIAN
+printf '%s\n' 'Package: slow-hook' 'Version: 1.0' 'Architecture: all' \
+  'Maintainer: e2e <e2e@example.com>' 'Description: postinst sleeps, restarts etcd' \
+  > $d/DEBIAN/control
+printf '#!/bin/sh\nsleep 20\ndeb-systemd-invoke restart etcd.service || true\n' \
+  > $d/DEBIAN/postinst
+chmod 0755 $d/DEBIAN/postinst
+dpkg-deb --build $d /root/slow-hook.deb >/dev/null; rm -rf $d
+systemd-run --unit e2e-slow-apt --collect sh -c \
+  'DEBIAN_FRONTEND=noninteractive apt-get install -y /root/slow-hook.deb >/dev/null 2>&1'
+while ! lslocks --noheadings --raw -o PATH | grep -q /var/lib/dpkg/lock; do sleep 0.2; done
+"""
+
+
+def test_a_rerun_keeps_the_guard_while_an_apt_left_by_a_killed_run_still_runs(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    """The admin node was killed mid-install and the host's apt went on: a re-run must
+    not remove our policy-rc.d under it (its postinst would restart etcd), it waits for
+    it, bounded by --timeout, and refuses past that."""
+    inv, ips = cluster
+    host = ips[0]
+    target = local_version(bed, host).split("-")[0]
+    bed.ssh(
+        host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
+    )
+    bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
+    before = unit_times(bed, [host])[host][0]
+    bed.ssh(host, SLOW_HOOK)
+    try:
+        refused = run_cli(
+            "upgrade", "-y", "--to", target, "--timeout", "3", "-i", str(inv), check=False
+        )
+        guard = bed.ssh(host, "grep -c 'etcdsop upgrade' /usr/sbin/policy-rc.d", check=False).stdout
+        began = time.monotonic()
+        waited = run_cli("upgrade", "-y", "--to", target, "-i", str(inv), check=False)
+        took = time.monotonic() - began
+    finally:
+        bed.ssh(host, "while systemctl -q is-active e2e-slow-apt; do sleep 1; done", check=False)
+        hook = bed.ssh(
+            host,
+            "dpkg-query -W -f '${Status}' slow-hook; dpkg --purge slow-hook >/dev/null",
+            check=False,
+        ).stdout
+    assert refused.returncode == 3, refused.stderr
+    line = next(x for x in refused.stderr.splitlines() if x.startswith("error:"))
+    # apt-get holds lock-frontend, the dpkg it runs lock: whichever lslocks lists first.
+    holder = rf"host {re.escape(host)}: (apt-get|dpkg) \(pid \d+\) holds /var/lib/dpkg/lock"
+    assert re.search(holder, line), line
+    assert "policy-rc.d stays" in line
+    assert guard.strip() == "1"  # ours, still there while apt ran
+    assert waited.returncode == 0, waited.stderr
+    assert took > 5  # it waited for the apt to end
+    assert hook == "install ok installed"
+    left = bed.ssh(host, "ls /usr/sbin/policy-rc.d*", check=False)
+    assert left.returncode != 0, left.stdout  # ours gone once apt had ended
+    assert unit_times(bed, [host])[host][0] == before  # the postinst did not restart etcd

@@ -3,10 +3,24 @@ what a host's package facts say (no host, no etcd: data in, decision out)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from etcdsop.errors import GuardRefused, InputError
-from etcdsop.ops.packages import install_outcome, other_changes, parse_facts
+from etcdsop.ops.packages import (
+    MARK,
+    install_outcome,
+    other_changes,
+    parse_facts,
+    restore_guard,
+    wait_dpkg_idle,
+)
+from etcdsop.remote import CommandResult
 from etcdsop.versions import (
     Candidate,
     Target,
@@ -271,3 +285,72 @@ def test_a_killed_install_is_not_reported_as_a_changed_unit() -> None:
     assert install_outcome(10) == "failed"
     assert install_outcome(11) == "left etcd's unit or etcd.conf changed"
     assert install_outcome(137) == "was interrupted (exit 137)"
+
+
+class LocalHost:
+    """Runs the scripts etcdsop builds for a host here, with a fake lslocks on PATH and
+    policy-rc.d under tmp: what the shell does, not what a function was called with."""
+
+    label = "h1"
+
+    def __init__(self, tmp: Path, locks: str, *, lslocks: str = "lslocks") -> None:
+        self.tmp, self.lslocks = tmp, lslocks
+        (tmp / "bin").mkdir(exist_ok=True)
+        fake = tmp / "bin" / "lslocks"
+        fake.write_text(f"#!/bin/sh\nprintf '%s' {shlex.quote(locks)}\n")
+        fake.chmod(0o755)
+
+    def run(self, argv: list[str], *, timeout: float = 120.0, check: bool = True) -> CommandResult:
+        assert timeout > 0
+        argv = [
+            a.replace("/usr/sbin/policy-rc.d", str(self.tmp / "policy-rc.d")).replace(
+                "command -v lslocks", f"command -v {self.lslocks}"
+            )
+            for a in argv
+        ]
+        env = {**os.environ, "PATH": f"{self.tmp / 'bin'}:{os.environ['PATH']}"}
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+        assert proc.returncode == 0 or not check, proc.stderr
+        return CommandResult(self.label, argv[0], proc.returncode, proc.stdout, proc.stderr)
+
+
+# lslocks' raw lines as on a Debian host while apt-get runs a package's postinst.
+APT_RUNNING = (
+    "-1 \\x20 /run/other\n713 apt-get /var/lib/dpkg/lock-frontend\n737 dpkg /var/lib/dpkg/lock\n"
+)
+
+
+def _ours(tmp: Path) -> Path:
+    guard = tmp / "policy-rc.d"
+    guard.write_text(f"#!/bin/sh\n{MARK}\nexit 101\n")
+    (tmp / "policy-rc.d.etcdsop-saved").write_text("#!/bin/sh\nexit 0\n")
+    return guard
+
+
+def test_a_running_apt_is_named_and_no_apt_is_waited_for_not_at_all(tmp_path: Path) -> None:
+    busy = LocalHost(tmp_path, APT_RUNNING)
+    assert wait_dpkg_idle(busy, 0) == "apt-get (pid 713) holds /var/lib/dpkg/lock-frontend"  # type: ignore[arg-type]
+    began = time.monotonic()
+    assert wait_dpkg_idle(busy, 2) is not None  # type: ignore[arg-type]
+    assert 1.5 <= time.monotonic() - began < 10  # bounded by the timeout given
+    only_dpkg = LocalHost(tmp_path, "737 dpkg /var/lib/dpkg/lock\n")
+    assert wait_dpkg_idle(only_dpkg, 0) == "dpkg (pid 737) holds /var/lib/dpkg/lock"  # type: ignore[arg-type]
+    idle = LocalHost(tmp_path, "12 cron /run/crond.pid\n")
+    assert wait_dpkg_idle(idle, 30) is None  # type: ignore[arg-type]
+
+
+def test_our_policy_rc_d_is_kept_while_a_dpkg_runs_and_put_back_once_none_does(
+    tmp_path: Path,
+) -> None:
+    guard = _ours(tmp_path)
+    kept = restore_guard(LocalHost(tmp_path, APT_RUNNING))  # type: ignore[arg-type]
+    assert kept is not None and "apt-get (pid 713) holds /var/lib/dpkg/lock-frontend" in kept
+    assert MARK in guard.read_text()  # still ours: no service restarts
+    assert restore_guard(LocalHost(tmp_path, "")) is None  # type: ignore[arg-type]
+    assert guard.read_text() == "#!/bin/sh\nexit 0\n"  # the one set aside, back
+    assert not (tmp_path / "policy-rc.d.etcdsop-saved").exists()
+
+
+def test_a_host_without_lslocks_counts_as_busy(tmp_path: Path) -> None:
+    host = LocalHost(tmp_path, "", lslocks="etcdsop-no-such-lslocks")
+    assert "no lslocks" in (wait_dpkg_idle(host, 0) or "")  # type: ignore[arg-type]

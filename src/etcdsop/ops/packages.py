@@ -188,17 +188,45 @@ def install_refusal(host: RemoteHost, packages: list[str], version: str) -> str 
 # scripts from starting or restarting etcd: etcdsop restarts it, one member at a time.
 # Whatever was there before is put back, also after an interrupted run (the marker).
 MARK = "# etcdsop upgrade: no service (re)starts while packages change"
+# Who holds dpkg's locks (apt, dpkg, unattended-upgrades...), "<command> (pid N) holds
+# <path>", or nothing. apt and dpkg take fcntl locks, which flock(1) does not see:
+# lslocks (util-linux, essential on Debian/Ubuntu) lists them with the holder.
+_DPKG_HOLDER = r"""
+dpkg_holder() {
+  command -v lslocks >/dev/null 2>&1 \
+    || { echo "an unknown process (no lslocks on the host to ask)"; return 0; }
+  lslocks --noheadings --raw -o PID,COMMAND,PATH 2>/dev/null | awk '
+    $3 == "/var/lib/dpkg/lock-frontend" || $3 == "/var/lib/dpkg/lock" {
+      print $2 " (pid " $1 ") holds " $3; exit }'
+}
+"""
 # Puts back what was there before: ours removed, the one set aside moved back (a
 # policy-rc.d that is not ours, put there since, is left alone, and the saved one too).
+# Never while a dpkg runs (an install whose shell was killed goes on): its maintainer
+# scripts would restart etcd on every host at once; ours is kept, a note says who runs.
 _GUARD = r"""
 set -u
 P=/usr/sbin/policy-rc.d
 MARK=@MARK@
 cleanup() {
   if [ -e "$P" ] && ! grep -qF "$MARK" "$P"; then return 0; fi
+  held=$(dpkg_holder)
+  if [ -n "$held" ]; then
+    echo "note: kept $P (no service restarts) while $held: etcdsop upgrade puts it back"
+    return 0
+  fi
   rm -f "$P"
   if [ -e "$P.etcdsop-saved" ]; then mv "$P.etcdsop-saved" "$P"; fi
 }
+"""
+# Until no process holds dpkg's locks, at most $1 seconds: what still holds one then.
+_WAIT_DPKG = r"""
+end=$(( $(date +%s) + $1 ))
+while held=$(dpkg_holder) && [ -n "$held" ]; do
+  [ "$(date +%s)" -ge "$end" ] && { echo "$held"; exit 0; }
+  sleep 1
+done
+exit 0
 """
 _INSTALL = r"""
 if [ -e "$P" ] && ! grep -qF "$MARK" "$P" && [ ! -e "$P.etcdsop-saved" ]; then
@@ -260,10 +288,22 @@ def install(host: RemoteHost, packages: list[str], version: str) -> list[str]:
 
 
 def _guard() -> str:
-    return _GUARD.replace("@MARK@", shlex.quote(MARK))
+    return _DPKG_HOLDER + _GUARD.replace("@MARK@", shlex.quote(MARK))
 
 
-def restore_guard(host: RemoteHost) -> None:
+def wait_dpkg_idle(host: RemoteHost, timeout: float) -> str | None:
+    """Wait, at most timeout seconds, until no dpkg or apt runs on the host (one left
+    by a killed run goes on): None, or what still holds dpkg's lock then."""
+    script = _DPKG_HOLDER + _WAIT_DPKG
+    seconds = str(max(int(timeout), 0))
+    result = host.run(["sh", "-c", script, "sh", seconds], timeout=timeout + 60)
+    return result.stdout.strip() or None
+
+
+def restore_guard(host: RemoteHost) -> str | None:
     """Put back the policy-rc.d an interrupted install left (ours keeps every package
-    from starting or restarting any service on the host)."""
-    host.run(["sh", "-c", _guard() + "cleanup\n"], timeout=60)
+    from starting or restarting any service on the host); None, or why ours was kept
+    (a dpkg runs)."""
+    result = host.run(["sh", "-c", _guard() + "cleanup\n"], timeout=60)
+    kept = [line for line in result.stdout.splitlines() if line.startswith("note: kept")]
+    return kept[0].removeprefix("note: ") if kept else None

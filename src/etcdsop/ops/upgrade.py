@@ -393,6 +393,7 @@ class Upgrade:
         ctx, result = self.ctx, self.result
         self._restore_guards()
         if result.todo:
+            self._wait_dpkg([m for m in self.members if m.ip in {e.ip for e in result.todo}])
             backup_result = _backup(ctx)
             result.snapshot = backup_result
             ctx.report.info(f"snapshot before the upgrade: {backup_result}")
@@ -438,11 +439,47 @@ class Upgrade:
         which keeps every package from (re)starting any service: put back what was
         there, also on a host whose member runs the target already."""
         left = [m for m in self.members if self.facts[m.ip].guard_left]
+        self._wait_dpkg(left)
         for member in left:
-            packages.restore_guard(self.ctx.host(member))
+            kept = packages.restore_guard(self.ctx.host(member))
+            if kept:  # a dpkg started since the wait
+                raise GuardRefused(
+                    f"refusing to upgrade: host {member.ip}: {kept}; no package was installed, "
+                    "no member restarted: run the same command again once it ends"
+                )
             self.ctx.report.host(
                 member.ip, "put back /usr/sbin/policy-rc.d as before an interrupted run", "changed"
             )
+
+    def _wait_dpkg(self, members: list[Member]) -> None:
+        """No dpkg or apt runs on these hosts (one an earlier, killed run started goes
+        on), waited for up to --timeout: removing our policy-rc.d under it would let its
+        maintainer scripts restart etcd everywhere, and our install would wait on it."""
+        wait = self.ctx.options.wait_timeout
+        running = self.ctx.parallel(members, lambda m: packages.wait_dpkg_idle(self.ctx.host(m), 0))
+        busy = [m for m in members if running[m.ip] is not None]
+        for member in busy:
+            held = running[member.ip]
+            if isinstance(held, ClusterError):
+                raise held
+            self.ctx.report.host(member.ip, f"{held}: waiting up to {wait:.0f}s", "info")
+        answers = self.ctx.parallel(busy, lambda m: packages.wait_dpkg_idle(self.ctx.host(m), wait))
+        for member in busy:
+            answer = answers[member.ip]
+            if isinstance(answer, ClusterError):
+                raise answer
+            if answer:
+                guard = (
+                    " (etcdsop's /usr/sbin/policy-rc.d stays, no service restarts there)"
+                    if self.facts[member.ip].guard_left
+                    else ""
+                )
+                raise GuardRefused(
+                    f"refusing to upgrade: host {member.ip}: {answer} after {wait:.0f}s: "
+                    f"a dpkg/apt still runs there{guard}; let it finish (an earlier etcdsop "
+                    "upgrade killed mid-install leaves it running) and run the same command "
+                    "again; no package was installed, no member restarted"
+                )
 
     def _install_all(self) -> None:
         """The packages on every host still to go, at once: nothing restarts etcd (the
