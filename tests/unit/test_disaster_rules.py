@@ -17,7 +17,14 @@ from etcdsop.model import Member
 from etcdsop.ops.backuptimer import render_units
 from etcdsop.ops.common import LeaderAnswer, leader_answer
 from etcdsop.ops.drhost import BUMP_REVISION, bump_revisions, restore_argv
-from etcdsop.ops.recover import Candidate, check_unreachable, choose_source, losses
+from etcdsop.ops.raftstate import RaftState
+from etcdsop.ops.recover import (
+    Candidate,
+    check_unreachable,
+    choose_source,
+    losses,
+    voter_count,
+)
 from etcdsop.ops.restore import describe_snapshot
 from etcdsop.render import PeerRef
 
@@ -122,15 +129,41 @@ def test_no_member_with_data_points_to_restore() -> None:
 
 
 def test_unreachable_quorum_refused_unless_from_names_the_source() -> None:
-    # 2 of 3 hosts unreachable: they may be a live majority behind a partition.
+    # 2 of 3 voters unreachable: they may be a live majority behind a partition.
+    two = ["10.0.0.2", "10.0.0.3"]
     with pytest.raises(GuardRefused, match=r"10\.0\.0\.2, 10\.0\.0\.3 cannot be reached.*--from"):
-        check_unreachable(3, ["10.0.0.2", "10.0.0.3"], None)
-    check_unreachable(3, ["10.0.0.2", "10.0.0.3"], "10.0.0.1")  # the operator says they are gone
-    check_unreachable(3, ["10.0.0.3"], None)  # a minority cannot elect a leader
-    check_unreachable(3, [], None)
+        check_unreachable(3, 2, two, None)
+    check_unreachable(3, 2, two, "10.0.0.1")  # the operator says they are gone
+    check_unreachable(3, 1, ["10.0.0.3"], None)  # a minority cannot elect a leader
+    check_unreachable(3, 0, [], None)
     with pytest.raises(GuardRefused):
-        check_unreachable(5, ["a", "b", "c"], None)
-    check_unreachable(5, ["a", "b"], None)
+        check_unreachable(5, 3, ["a", "b", "c"], None)
+    check_unreachable(5, 2, ["a", "b"], None)
+
+
+def _state(node: str, commit: int, voters: tuple[str, ...] | None) -> RaftState:
+    return RaftState(node_id=node, term=3, commit=commit, voters=voters, learners=())
+
+
+def test_a_spare_without_data_is_no_voter() -> None:
+    # Voters a, b, c; spare d in the etcd group (no data); b and c behind a partition.
+    states = {"10.0.0.1": _state("a", 90, ("a", "b", "c"))}
+    assert voter_count(states, ["10.0.0.1"], [], ["10.0.0.2", "10.0.0.3"]) == (3, 2)
+    # Without a readable membership: data holders (no learners) plus every unreachable host.
+    unknown = {"10.0.0.1": RaftState(problem="no python3")}
+    assert voter_count(unknown, ["10.0.0.1"], [], ["10.0.0.2", "10.0.0.3"]) == (3, 2)
+    assert voter_count({}, ["10.0.0.1", "10.0.0.4"], ["10.0.0.4"], ["10.0.0.2"]) == (2, 1)
+
+
+def test_a_learner_is_never_the_source() -> None:
+    only = [Candidate("10.0.0.4", True, 90, is_learner=True), Candidate("10.0.0.1", False, None)]
+    with pytest.raises(GuardRefused, match=r"10\.0\.0\.4 is a learner.*removed all voters"):
+        choose_source(only, None)
+    with pytest.raises(GuardRefused, match="is a learner"):
+        choose_source(only, "10.0.0.4")
+    # A learner ahead does not make the voter's unknown index matter, nor win.
+    both = [Candidate("10.0.0.4", True, 95, is_learner=True), Candidate("10.0.0.1", True, 90)]
+    assert choose_source(both, None) == "10.0.0.1"
 
 
 def test_losses_name_members_ahead_of_the_source() -> None:

@@ -18,15 +18,17 @@ quorum there is no etcd lock, and a second admin node must not force a new clust
 from another member at the same time.
 
 Where a re-run resumes: files/backup/<cluster>.recovering.json names the source,
-the snapshot and the stamp from before anything changed. A re-run with that record
-keeps the same source (a different --from is refused: a second force-new-cluster
-elsewhere would fork the data). While no leader answers, it goes on from the forced
-start (the snapshot in the record is reused when still whole); once the source leads
-(the forced start happened), a quorum answering is the recovered cluster, not a
-refusal: a drop-in still present is removed and the member restarted, and the hosts
-that are not started members yet are added (a started member is skipped, so its
-data is never moved; a started learner is promoted). The record is removed when every
-inventory host is a member.
+the snapshot and the stamp from before anything changed until the source leads; then
+<cluster>.recover-addback.json names the hosts still to add. A re-run keeps that
+source (a different --from is refused: a second force-new-cluster elsewhere would fork
+the data). While no leader answers, it goes on from the forced start only while the
+record's source is mid-start (stopped and disabled, or on the drop-in): an older record
+is ended, never acted on. Once the source leads, a quorum answering is the recovered
+cluster, not a refusal, while the add-back list has hosts that are not started members
+or the drop-in is still there: a drop-in still present is removed and the member
+restarted, and those hosts are added (a started member is skipped, so its data is
+never moved; a started learner is promoted). The list is removed when every inventory
+host is a member.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from etcdsop.ops import drhost, hostops
 from etcdsop.ops.common import Context, LeaderAnswer, leader_answer
 from etcdsop.ops.drclaim import DrClaim
 from etcdsop.ops.join import join_member
+from etcdsop.ops.raftstate import RaftState, read_state
 from etcdsop.ops.stages import RELOAD_HINT, gather_facts, refresh_conf
 from etcdsop.plan import find_live
 from etcdsop.quorum import quorum_of
@@ -62,51 +65,94 @@ class Candidate:
 
     ip: str
     has_data: bool
-    raft_index: int | None  # None: its etcd does not answer (stopped)
+    raft_index: int | None  # None: unknown (neither its WAL nor /metrics could tell)
+    is_learner: bool | None = None  # None: unknown
+    problem: str = ""  # why its raft state could not be read offline
 
 
 def choose_source(candidates: Sequence[Candidate], from_ip: str | None) -> str:
-    """The member to rebuild from (pure): --from, else the only one holding data, else
-    the highest raft index (all must be readable: a stopped one might be ahead)."""
+    """The member to rebuild from (pure): --from, else the voter holding data with the
+    highest commit index (all must be known: an unknown one might be ahead). Never a
+    learner: force-new-cluster removes every other member, a learner's own start then
+    leaves no voter and etcd panics "removed all voters" on every start (etcd#13213)."""
     with_data = [c for c in candidates if c.has_data]
+    learners = [c.ip for c in with_data if c.is_learner]
     if from_ip is not None:
         chosen = next((c for c in candidates if c.ip == from_ip), None)
         if chosen is None:
             raise InputError(f"--from {from_ip}: not a reachable host of the etcd group")
         if not chosen.has_data:
             raise InputError(f"--from {from_ip}: it holds no etcd data to recover from")
+        if chosen.is_learner:
+            raise GuardRefused(_learner_refusal([from_ip]))
         return chosen.ip
     if not with_data:
         raise ClusterError(
             "no reachable member holds etcd data: nothing to recover from; restore a "
             "backup instead (etcdsop restore FILE)"
         )
-    if len(with_data) == 1:
-        return with_data[0].ip
-    unknown = [c.ip for c in with_data if c.raft_index is None]
+    voters = [c for c in with_data if not c.is_learner]
+    if not voters:
+        raise GuardRefused(_learner_refusal(learners))
+    if len(voters) == 1:
+        return voters[0].ip
+    unknown = [c for c in voters if c.raft_index is None]
     if unknown:
+        why = "; ".join(f"{c.ip}: {c.problem}" for c in unknown if c.problem)
         raise GuardRefused(
-            f"the raft index of {', '.join(unknown)} cannot be read (etcd stopped there, or "
-            "neither /metrics nor Maintenance Status answers without a login) and another "
-            "member holds data too: start etcd there, or name the source with --from IP"
+            f"the raft index of {', '.join(c.ip for c in unknown)} cannot be read (neither "
+            f"its WAL nor /metrics tells{': ' + why if why else ''}) and another member "
+            "holds data too: name the source with --from IP"
         )
-    return max(with_data, key=lambda c: (c.raft_index or 0, c.ip)).ip
+    return max(voters, key=lambda c: (c.raft_index or 0, c.ip)).ip
 
 
-def check_unreachable(hosts: int, unreachable: Sequence[str], from_ip: str | None) -> None:
-    """Refuse (pure) a forced start while the hosts SSH cannot reach are a quorum of the
-    inventory's: they may be alive behind a partition, still electing a leader and taking
-    writes; a one-member cluster here would carry the same cluster id, and when the two
-    meet the old majority's members learn they were removed and stop: their writes are
-    lost. Only the operator can know they are gone for good: --from says so."""
-    if from_ip is None and unreachable and len(unreachable) >= quorum_of(hosts):
+def _learner_refusal(ips: Sequence[str]) -> str:
+    return (
+        f"{', '.join(ips)} is a learner: a forced start from a learner removes every voter "
+        "and etcd panics 'removed all voters' on every start (etcd#13213); nothing was "
+        "changed. Rebuild from its data with restore instead: stop etcd there, take a "
+        "snapshot of its bolt file (or use your latest backup), then etcdsop restore FILE"
+    )
+
+
+def check_unreachable(
+    voters: int, missing: int, unreachable: Sequence[str], from_ip: str | None
+) -> None:
+    """Refuse (pure) a forced start while the voters SSH cannot reach (missing of them)
+    are a quorum of the last known voter set (voters: its size): they may be alive
+    behind a partition, still electing a leader and taking writes; a one-member cluster
+    here would carry the same cluster id, and when the two meet the old majority's
+    members learn they were removed and stop: their writes are lost. A spare host in
+    the inventory without data is no voter and must not dilute the count. Only the
+    operator can know they are gone for good: --from says so."""
+    if from_ip is None and unreachable and missing >= quorum_of(max(voters, 1)):
         raise GuardRefused(
-            f"{', '.join(unreachable)} cannot be reached: together they are a quorum of the "
-            f"{hosts} hosts and may still serve (a network partition); recovering now would "
+            f"{', '.join(unreachable)} cannot be reached: {missing} of the {voters} voters, "
+            "a quorum, and they may still serve (a network partition); recovering now would "
             "fork the cluster and lose their writes when the network heals. Make sure they "
             "are down for good (powered off, or etcd stopped there), then name the source: "
             "etcdsop recover --from IP"
         )
+
+
+def voter_count(
+    states: Mapping[str, RaftState],
+    reachable_with_data: Sequence[str],
+    learners: Sequence[str],
+    unreachable: Sequence[str],
+) -> tuple[int, int]:
+    """(size of the last known voter set, how many of its voters SSH cannot reach), pure.
+    From the membership in the WAL of the member furthest ahead when it is known: its
+    voters less the reachable ones. Else every reachable data holder that is no
+    learner, plus every unreachable host (it may be a voter: count it)."""
+    known = [s for s in states.values() if s.voters is not None and s.commit]
+    if known:
+        voters = set(max(known, key=lambda s: s.commit or 0).voters or ())
+        here = {s.node_id for s in states.values() if s.node_id}
+        return len(voters), len(voters - here)
+    counted = [ip for ip in reachable_with_data if ip not in learners]
+    return len(counted) + len(unreachable), len(unreachable)
 
 
 def losses(source: str, indexes: Mapping[str, int | None], unreachable: Sequence[str]) -> list[str]:
@@ -142,13 +188,31 @@ class RecoverResult:
 
 
 def record_path(inventory: Inventory) -> Path:
+    """The forced start under way: from before the first change until the source leads."""
     return inventory.files_dir / "backup" / f"{inventory.cluster}.recovering.json"
+
+
+def addback_path(inventory: Inventory) -> Path:
+    """Once the forced source leads: the hosts this recover still has to add back."""
+    return inventory.files_dir / "backup" / f"{inventory.cluster}.recover-addback.json"
 
 
 def _read_record(inventory: Inventory) -> dict[str, str] | None:
     try:
         doc = json.loads(record_path(inventory).read_text())
         return {k: str(doc[k]) for k in ("source", "snapshot", "stamp")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _read_addback(inventory: Inventory) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(addback_path(inventory).read_text())
+        return {
+            "source": str(doc["source"]),
+            "stamp": str(doc["stamp"]),
+            "hosts": [str(h) for h in doc["hosts"]],
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -222,12 +286,22 @@ def recover(
     led = sorted(ip for ip, a in answers.items() if a.leader)
     unsure = sorted(ip for ip, a in answers.items() if a.leader is None)
     record = _read_record(inventory)
-    if led and record is None:
-        raise GuardRefused(
-            f"a quorum answers (a leader is known on {', '.join(led)}): nothing to recover; "
-            "replace dead members with etcdsop rm IP, then etcdsop add IP"
-        )
-    if unsure and record is None:
+    addback = _read_addback(inventory)
+    if led:
+        resume = _resume_with_leader(ctx, reachable, record, addback, from_ip)
+        if resume is None:
+            raise GuardRefused(
+                f"a quorum answers (a leader is known on {', '.join(led)}): nothing to "
+                "recover; replace dead members with etcdsop rm IP, then etcdsop add IP"
+            )
+        result.source, stamp = resume
+        ctx.report.info(f"resuming the recover begun from {result.source} ({stamp})")
+    elif addback is not None:
+        # No leader: the cluster that recover rebuilt lost its quorum again. Its
+        # add-back list is stale and must not steer this new recover.
+        ctx.report.warn(f"{addback_path(inventory)} is from an earlier recover: ignored")
+        addback_path(inventory).unlink(missing_ok=True)
+    if unsure and not led and record is None:
         raise GuardRefused(
             f"{', '.join(unsure)}: etcd answers but cannot say whether it knows a leader "
             "(from 3.4.42 it tells that only after a login, which needs a quorum); if the "
@@ -236,48 +310,160 @@ def recover(
         )
     ctx.report.phase("gather facts")
     facts = gather_facts(ctx, reachable)
-    if record is not None:
-        if from_ip is not None and from_ip != record["source"]:
-            raise InputError(
-                f"--from {from_ip}: the interrupted recover began from {record['source']} "
-                f"(see {record_path(inventory)}): re-run without --from, or with that one"
+    if not led and record is not None and not _forcing(ctx, record, reachable, facts):
+        ctx.report.warn(f"{record_path(inventory)} is from an earlier recover: ended")
+        record_path(inventory).unlink(missing_ok=True)
+        record = None
+    if not led:
+        if record is not None:
+            if from_ip is not None and from_ip != record["source"]:
+                raise InputError(
+                    f"--from {from_ip}: the interrupted recover began from {record['source']} "
+                    f"(see {record_path(inventory)}): re-run without --from, or with that one"
+                )
+            result.source = record["source"]
+            ctx.report.info(
+                f"resuming the forced start begun from {result.source} ({record['stamp']})"
             )
-        result.source = record["source"]
-        ctx.report.info(f"resuming the recover begun from {result.source} ({record['stamp']})")
-    else:
-        candidates = [
-            Candidate(
-                m.ip, facts[m.ip].has_data, answers[m.ip].raft_index if m.ip in answers else None
-            )
-            for m in reachable
-        ]
-        result.source = choose_source(candidates, from_ip)
+        states = _read_states(ctx, [m for m in reachable if facts[m.ip].has_data])
+        candidates = [_candidate(m, facts, answers, states) for m in reachable]
+        # A resumed forced start keeps its source, but it is checked again: a record
+        # written by an older etcdsop may name a learner (etcd panics from one).
+        result.source = choose_source(candidates, record["source"] if record else from_ip)
+        learners = [c.ip for c in candidates if c.is_learner]
+        voters, missing = voter_count(
+            states, [c.ip for c in candidates if c.has_data], learners, result.unreachable
+        )
+        check_unreachable(voters, missing, result.unreachable, from_ip)
+        indexes = {c.ip: c.raft_index for c in candidates if c.has_data}
+        for line in losses(result.source, indexes, result.unreachable):
+            ctx.report.warn(line)
+        stamp = record["stamp"] if record else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     source = next((m for m in reachable if m.ip == result.source), None)
     if source is None:
         raise ClusterError(f"the source {result.source} does not answer over SSH")
-    stamp = record["stamp"] if record else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     others = [m for m in reachable if m is not source]
-    if not led:
-        check_unreachable(len(members), result.unreachable, from_ip)
-        indexes = {ip: a.raft_index for ip, a in answers.items()}
-        for line in losses(source.ip, indexes, result.unreachable):
-            ctx.report.warn(line)
-    claim = DrClaim(ctx, "recover", resuming=record is not None)
+    claim = DrClaim(ctx, "recover", resuming=record is not None or bool(led))
     with claim.until_first_change(reachable):
         confirm(f"{source.name} ({source.ip})")
-        if not led and record is None:
+        if not led:
             _still_no_leader(ctx, members)
     if not led:
         _forced_start(ctx, source, others, facts, answers, record, stamp, result)
     _finish(ctx, source, others, promote_timeout, stamp, result)
     # The source leads now: from here a quorum answers, and recover refuses anywhere
-    # but in this directory (its record), so the claims have done their work. They go
-    # before the record: a run stopped between the two resumes from the record (and
-    # claims again), where one without a record would be refused and strand them.
+    # but in this directory (its add-back list), so the claims have done their work.
+    # They go before the list: a run stopped between the two resumes from the list (and
+    # claims again), where one without it would be refused and strand them.
     claim.release(reachable)
     if not result.unreachable:
-        record_path(ctx.inventory).unlink(missing_ok=True)
+        addback_path(ctx.inventory).unlink(missing_ok=True)
+    else:
+        _write_addback(ctx.inventory, source.ip, stamp, result.unreachable)
     return result
+
+
+def _write_addback(inventory: Inventory, source: str, stamp: str, hosts: Sequence[str]) -> None:
+    doc = {"source": source, "stamp": stamp, "hosts": sorted(hosts)}
+    write_private_json(addback_path(inventory), doc)
+
+
+def _resume_with_leader(
+    ctx: Context,
+    reachable: Sequence[Member],
+    record: dict[str, str] | None,
+    addback: dict[str, Any] | None,
+    from_ip: str | None,
+) -> tuple[str, str] | None:
+    """(source, stamp) when a leader answers and THIS recover has work left: a forced
+    start whose source leads (its drop-in still there, or it leads a cluster of one),
+    or hosts of its add-back list that are no started members yet. None: a quorum
+    answers and nothing of a recover is left (an old record is ended, never used)."""
+    view = ctx.probe()
+    started = [m for m in ctx.inventory.members if (e := find_live(m, view.members)) and e.started]
+    started_ips = {m.ip for m in started}
+    if record is not None:
+        source = next((m for m in reachable if m.ip == record["source"]), None)
+        ours = source is not None and (
+            drhost.forced(ctx.host(source)) or started_ips == {source.ip}
+        )
+        if ours and source is not None:
+            _check_from(from_ip, source.ip)
+            return source.ip, record["stamp"]
+        ctx.report.warn(f"{record_path(ctx.inventory)} is from an earlier recover: ended")
+        record_path(ctx.inventory).unlink(missing_ok=True)
+    if addback is not None:
+        todo = [ip for ip in addback["hosts"] if ip not in started_ips]
+        source = next((m for m in reachable if m.ip == addback["source"]), None)
+        # The forced drop-in may still be on the source (stopped right after the forced
+        # start): left in /run, every later restart there would force a new cluster again.
+        forced = source is not None and drhost.forced(ctx.host(source))
+        if addback["source"] in started_ips and (todo or forced):
+            _check_from(from_ip, addback["source"])
+            return addback["source"], addback["stamp"]
+        addback_path(ctx.inventory).unlink(missing_ok=True)
+    return None
+
+
+def _forcing(
+    ctx: Context,
+    record: dict[str, str],
+    reachable: Sequence[Member],
+    facts: Mapping[str, HostFacts],
+) -> bool:
+    """Is the record's forced start really under way? Between writing the record and
+    the source leading, the source's etcd is either stopped and disabled (the snapshot
+    step) or running with the forced drop-in in /run. A source whose etcd is enabled
+    and has no drop-in finished (or never began) that start: the record is stale and
+    must not force a new cluster from an old choice."""
+    source = next((m for m in reachable if m.ip == record["source"]), None)
+    if source is None:
+        return True  # cannot tell: keep the record (its source is then refused as unreachable)
+    return drhost.forced(ctx.host(source)) or facts[source.ip].enabled != "enabled"
+
+
+def _check_from(from_ip: str | None, source: str) -> None:
+    if from_ip is not None and from_ip != source:
+        raise InputError(
+            f"--from {from_ip}: the unfinished recover began from {source}: re-run "
+            "without --from, or with that one"
+        )
+
+
+def _read_states(ctx: Context, members: Sequence[Member]) -> dict[str, RaftState]:
+    """Each data holder's raft state from its WAL (read-only, etcd may run)."""
+    if not members:
+        return {}
+    ctx.report.phase(f"read the raft state of {len(members)} member(s) from their WAL")
+    found = ctx.parallel(members, lambda m: read_state(ctx.host(m), m))
+    states: dict[str, RaftState] = {}
+    for member in members:
+        value = found[member.ip]
+        state = value if isinstance(value, RaftState) else RaftState(problem=str(value))
+        states[member.ip] = state
+        if state.problem:
+            ctx.report.host(member.ip, f"raft state unreadable: {state.problem}", "failed")
+        else:
+            role = " (learner)" if state.is_learner else ""
+            ctx.report.host(member.ip, f"term {state.term}, commit {state.commit}{role}")
+    return states
+
+
+def _candidate(
+    member: Member,
+    facts: Mapping[str, HostFacts],
+    answers: Mapping[str, LeaderAnswer],
+    states: Mapping[str, RaftState],
+) -> Candidate:
+    """Rank by the WAL's commit (what force-new-cluster keeps); /metrics only where the
+    WAL cannot be read, and never its 0 (a restarted member with pre-vote shows 0)."""
+    state = states.get(member.ip, RaftState())
+    answer = answers.get(member.ip)
+    index = state.commit
+    if index is None and answer is not None and answer.raft_index:
+        index = answer.raft_index
+    learner = state.is_learner if state.is_learner is not None else (member.learner or None)
+    return Candidate(member.ip, facts[member.ip].has_data, index, learner, state.problem)
 
 
 def _finish(
@@ -361,6 +547,11 @@ def _forced_start(
     drhost.start_forced(host)
     ctx.wait_healthy([source])
     result.forced = True
+    # The source leads: the forced start is over and must never be redone from this
+    # record. What is left is adding hosts back, under its own name.
+    others_ips = [m.ip for m in ctx.inventory.members if m.ip != source.ip]
+    _write_addback(ctx.inventory, source.ip, stamp, others_ips)
+    record_path(ctx.inventory).unlink(missing_ok=True)
     ctx.report.host(source.ip, "a one-member cluster with its data, healthy", "changed")
 
 
