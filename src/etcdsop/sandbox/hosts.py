@@ -229,15 +229,36 @@ def log_tail(p: SandboxPaths, name: str) -> str:
         return ""
 
 
+# A host whose etcd cannot reach a quorum (booted while its peers are down) stays
+# "starting" for good: the unit has no start timeout. It is up for our purposes once
+# etcd's start is the one job running: every job waiting then waits on it.
+_PROBE = (
+    's=$(systemctl is-system-running); echo "$s"; '
+    '[ "$s" != starting ] || systemctl list-jobs --no-legend --plain'
+)
+
+
 def _probe(p: SandboxPaths, host: HostRef, timeout: float) -> tuple[int, str]:
-    argv = [*ssh_argv(p, host.ip), "systemctl", "is-system-running", "--wait"]
+    """Return the ssh exit code and systemd's state, "running" for a boot held only by etcd."""
+    argv = [*ssh_argv(p, host.ip), _PROBE]
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired:
         return -1, "timeout"
-    return proc.returncode, (proc.stdout.strip() or proc.stderr.strip())
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return proc.returncode, proc.stderr.strip()
+    if lines[0] == "starting" and only_etcd_starting(lines[1:]):
+        return proc.returncode, "running"
+    return proc.returncode, lines[0]
+
+
+def only_etcd_starting(jobs: list[str]) -> bool:
+    """True when `systemctl list-jobs` shows etcd's start as the one job running."""
+    rows = [line.split() for line in jobs if line.strip()]
+    return {row[1] for row in rows if len(row) >= 4 and row[3] == "running"} == {"etcd.service"}
 
 
 def boot(
