@@ -5,6 +5,11 @@ learner, every key written before readable, every etcd.conf whole, the lock free
 writer puts a key every 50 ms throughout: every write it saw acknowledged must be
 readable afterwards, and the longest gap between acknowledged writes is recorded.
 
+Lines printed in one burst (stamped with the same elapsed time, to the hundredth of a
+second: no remote step between them) are one fault point, after the burst's last line:
+stopped after any of them the command is at the same place, past the burst. Figures
+says how many lines and how many points there were: nothing is sampled silently.
+
 The figures of the last run go to $ETCDSOP_FAULTS_REPORT/<command>.json for README.
 """
 
@@ -39,6 +44,7 @@ REPORT_DIR = Path(os.environ.get("ETCDSOP_FAULTS_REPORT", "/tmp/etcdsop-faults")
 class Figures:
     command: str
     fault_points: int = 0
+    progress_lines: int = 0  # sweeps: lines printed; one point per burst and signal
     converged: int = 0
     keys_lost: int = 0
     longest_outage_s: float = 0.0
@@ -164,6 +170,12 @@ def fault_after(args: list[str], pattern: str, fault: Callable[[], None]) -> tup
     return code, output
 
 
+def bursts(lines: list[str]) -> list[int]:
+    """The index of each burst's last line: lines stamped with the same elapsed time."""
+    stamps = [line.split()[0] for line in lines]
+    return [i for i, s in enumerate(stamps) if i + 1 == len(stamps) or stamps[i + 1] != s]
+
+
 def progress_lines(args: list[str]) -> list[str]:
     proc = run_cli(*args)
     return [line for line in proc.stderr.splitlines() if LINE.match(line)]
@@ -235,14 +247,15 @@ def sweep(
     keys: bool = True,
     check: Callable[[], list[str]] | None = None,
 ) -> Figures:
-    """Each progress line x each signal: interrupt, re-run, check, reset. `check` says
-    what differs from the expected end state (default: the cluster as the inventory
-    says, `voters_after` started, `absent_after` cleaned)."""
+    """Each burst of progress lines x each signal: interrupt, re-run, check, reset.
+    `check` says what differs from the expected end state (default: the cluster as the
+    inventory says, `voters_after` started, `absent_after` cleaned)."""
     figures = Figures(name)
     lines = progress_lines([*args, "-i", str(harness.inventory)])
+    figures.progress_lines = len(lines)
     reset()
     for signame, sig in SIGNALS:
-        for index in range(len(lines)):
+        for index in bursts(lines):
             where = f"{signame} after line {index + 1}/{len(lines)} ({lines[index].strip()[:60]})"
             with Writer(lambda: harness.client(writer_ips or voters_after)) as writer:
                 if writer_ips is None:

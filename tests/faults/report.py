@@ -13,16 +13,18 @@ from tests.faults.harness import REPORT_DIR
 
 def table(where: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(where.glob("*.json"))]
-    sweeps = [r for r in rows if r["fault_points"] > 1]  # every progress line x 2 signals
+    sweeps = [r for r in rows if r["fault_points"] > 1]  # every burst of lines x 2 signals
     faults = [r for r in rows if r["fault_points"] == 1]  # one host or network fault
     lines = [
-        "| command | fault points | converged | keys lost | longest write outage | where |",
-        "|---|---|---|---|---|---|",
+        "| command | progress lines | fault points | converged | keys lost "
+        "| longest write outage | where |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sweeps + faults:
         outage = f"{r['longest_outage_s']:.2f} s" if r["command"] not in NO_WRITER else "n/a"
         lines.append(
-            f"| {r['command']} | {r['fault_points']} | {r['converged']} | {r['keys_lost']} "
+            f"| {r['command']} | {r.get('progress_lines') or ''} | {r['fault_points']} "
+            f"| {r['converged']} | {r['keys_lost']} "
             f"| {outage} | {r.get('longest_outage_began', '')} |"
         )
     return "\n".join(lines)

@@ -15,9 +15,9 @@ Fault points: reload prints some lines in bursts with no work between them (the 
 lines of a stage, then the next stage's title). Stopped after any line of a burst, the
 process is at the same point (past the burst, at the next remote step), so one case per
 burst and signal covers every line of it: each burst's last line is the case (24 lines
-in 9 bursts: 18 cases instead of 48, about 7 minutes instead of about 19). So this module
-runs the harness's pieces (interrupt_after, Writer, record) itself rather than sweep(),
-which interrupts after every line.
+in 9 bursts: 18 cases instead of 48, about 7 minutes instead of about 19). This module
+runs the harness's pieces (interrupt_after, Writer, record) itself rather than sweep():
+its cases check Patroni's pause and restarts too.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from tests.faults.harness import (
     Figures,
     Harness,
     Writer,
+    bursts,
     interrupt_after,
     progress_lines,
     record,
@@ -76,12 +77,6 @@ def rest(ip: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def bursts(lines: list[str]) -> list[int]:
-    """The index of each burst's last line: lines stamped with the same elapsed time."""
-    stamps = [line.split()[0] for line in lines]
-    return [i for i, s in enumerate(stamps) if i + 1 == len(stamps) or stamps[i + 1] != s]
 
 
 @pytest.fixture
@@ -193,7 +188,7 @@ def test_reload_all_converges_after_an_interruption_at_every_step(
     lines = progress_lines(args)
     points = bursts(lines)
     reset()
-    figures, took = Figures("reload -t all"), []
+    figures, took = Figures("reload -t all", progress_lines=len(lines)), []
     for signame, sig in SIGNALS:
         for index in points:
             where = f"{signame} after line {index + 1}/{len(lines)} ({lines[index].strip()[:60]})"
