@@ -41,6 +41,8 @@ LONGEST_FIRST = (
     "tests/e2e/test_patroni_failures.py",
     "tests/e2e/test_slow_join.py",
     "tests/e2e/test_disaster.py",
+    "tests/e2e/test_recover_safety.py",
+    "tests/e2e/test_upgrade.py",
 )
 
 
