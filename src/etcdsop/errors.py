@@ -48,3 +48,9 @@ class Interrupted(EtcdsopError):
     """Ctrl-C, reported with the state it left (what was kept, what to re-run)."""
 
     exit_code = 130
+
+
+class LockLost(ClusterError):
+    """The cluster lock's lease could not be renewed: the command stopped itself."""
+
+    exit_code = 2

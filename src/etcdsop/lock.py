@@ -12,14 +12,15 @@ Read-only commands take neither.
 
 from __future__ import annotations
 
-import _thread
 import base64
 import contextlib
 import fcntl
 import getpass
+import itertools
 import json
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -28,12 +29,20 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from etcdsop.errors import ClusterError, GuardRefused
+from etcdsop.errors import ClusterError, GuardRefused, LockLost
 from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdOutcomeUnknown
 
 LOCK_PREFIX = "/etcdsop/lock/"
 LEASE_TTL = 15  # seconds: a crashed holder frees the lock within this
-RENEW_EVERY = LEASE_TTL / 3
+STALE_TTL = 9  # a holder's lease below this is not being renewed
+# The holder renews every RENEW_EVERY, one endpoint per try, each try bounded by
+# TRY_TIMEOUT (connect and read). The lock counts as lost LOST_AFTER seconds after the
+# last answered renewal was sent: the lease lives at least LEASE_TTL from then, and the
+# loss is seen at most one wait and one try later (about 12 s), so the command is being
+# stopped about 3 s before another operator could take the lock.
+RENEW_EVERY = 2.0
+TRY_TIMEOUT = 2.0
+LOST_AFTER = 10.0
 POLL = 0.5
 NOSPACE = "database space exceeded"  # etcd's answer to writes under a NOSPACE alarm
 
@@ -113,6 +122,15 @@ def lock_key(cluster: str) -> str:
     return f"{LOCK_PREFIX}{cluster}"
 
 
+def lock_lost(cluster: str) -> LockLost:
+    return LockLost(
+        f"stopped: the cluster lock {lock_key(cluster)} was lost (no renewal answered "
+        f"for {LOST_AFTER:.0f}s: no member's client port answers from here); another "
+        "operator may hold it now. Once etcd answers, run the same command again: it "
+        "completes what this one began"
+    )
+
+
 def _b64(raw: bytes | str) -> str:
     return base64.b64encode(raw.encode() if isinstance(raw, str) else raw).decode()
 
@@ -167,17 +185,25 @@ class EtcdLock:
         self.lease: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._granted = 0.0  # time.monotonic() when the lease grant was sent
         self.lost = False
 
-    def acquire(self, me: Holder, *, wait: float, say: Callable[[str], None]) -> None:
+    def acquire(
+        self,
+        me: Holder,
+        *,
+        wait: float,
+        say: Callable[[str], None],
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         deadline = time.monotonic() + wait
         last: tuple[Holder | None, int, int] | None = None  # holder, lease TTL, lease
         vacant_tries = 0
         while True:
             other = self._try(me)
             if other is None:
-                self._keep_alive(say)
-                if last is not None and last[1] < LEASE_TTL - RENEW_EVERY - 1:
+                self._keep_alive(say, on_lost)
+                if last is not None and last[1] < STALE_TTL:
                     who = last[0].describe() if last[0] else "another etcdsop"
                     say(
                         f"lock taken: the one held by {who} expired (its holder stopped "
@@ -197,7 +223,7 @@ class EtcdLock:
                 continue
             stale = (
                 ""
-                if ttl >= LEASE_TTL - RENEW_EVERY - 1
+                if ttl >= STALE_TTL
                 else (f"; its lease is not renewed (crashed?) and expires in {ttl}s")
             )
             if time.monotonic() >= deadline:
@@ -216,6 +242,7 @@ class EtcdLock:
         if current is not None or lease:
             return current, self._ttl(lease), lease
         # A lease nobody uses is harmless (it expires): granting is safe to repeat.
+        self._granted = time.monotonic()
         self.lease = int(self.client.call("/v3/lease/grant", {"TTL": LEASE_TTL})["ID"])
         body = {
             "compare": [
@@ -266,26 +293,43 @@ class EtcdLock:
             return int(data.get("TTL", 0) or 0)
         return LEASE_TTL
 
-    def _keep_alive(self, say: Callable[[str], None]) -> None:
-        # Short tries, so that two hung endpoints cannot outlast the lease between them.
-        client = self.client.with_timeout(2.0)
+    def _keep_alive(self, say: Callable[[str], None], on_lost: Callable[[], None] | None) -> None:
+        client = self.client.with_timeout(TRY_TIMEOUT)
+        endpoints = itertools.cycle(client.endpoints)  # a hung one costs one try only
+        main = threading.main_thread().ident
 
         def renew() -> None:
-            renewed = time.monotonic()
-            while not self._stop.wait(RENEW_EVERY / 2):
+            renewed = self._granted
+            while not self._stop.wait(RENEW_EVERY):
+                sent = time.monotonic()
+                expired = False
                 try:
-                    data = client.call("/v3/lease/keepalive", {"ID": str(self.lease)})
+                    data = client.call(
+                        "/v3/lease/keepalive", {"ID": str(self.lease)}, endpoint=next(endpoints)
+                    )
                     if int(data.get("result", {}).get("TTL", 0) or 0) > 0:
-                        renewed = time.monotonic()
+                        renewed = sent
                         continue
+                    expired = True  # etcd says the lease is gone
                 except ClusterError:
-                    if time.monotonic() - renewed < LEASE_TTL:
-                        continue  # the next try may reach another voter
-                # The lease is gone: another operator may hold the lock now. Stop the
-                # command the way Ctrl-C does (every step converges from there).
+                    pass
+                if not expired and time.monotonic() - renewed < LOST_AFTER:
+                    continue  # the next try goes to another member
+                if self._stop.is_set():
+                    return  # released meanwhile: the command is ending anyway
+                # Another operator may take the lock soon: stop the command now, its
+                # SSH sessions ended (Ctrl-C alone does not end a blocking read) and
+                # the main thread interrupted; a re-run converges from there.
                 self.lost = True
-                say("LOST the cluster lock (its lease expired): stopping as if interrupted")
-                _thread.interrupt_main()
+                say(
+                    f"LOST the cluster lock (no renewal answered for {LOST_AFTER:.0f}s): "
+                    "stopping now"
+                )
+                if on_lost is not None:
+                    with contextlib.suppress(Exception):
+                        on_lost()
+                if main is not None:
+                    signal.pthread_kill(main, signal.SIGINT)
                 return
 
         self._thread = threading.Thread(target=renew, name="etcdsop-lock", daemon=True)
@@ -316,6 +360,7 @@ def cluster_lock(
     say: Callable[[str], None],
     nospace_ok: bool = False,
     on_remote: Callable[[Callable[[], None]], None] | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> Iterator[Holder]:
     """Hold the admin-node lock and, when the cluster answers, its etcd lock.
 
@@ -323,7 +368,8 @@ def cluster_lock(
     (`nospace_ok`, defrag) goes on, under the admin-node lock alone; any other command
     is refused, naming the way out. on_remote receives the etcd lock's release
     (idempotent), for a command that replaces the very cluster the lock lives in
-    (restore --force)."""
+    (restore --force). on_lost is called from the renewing thread when the lock is
+    lost (to end the command's remote work); the command then ends with LockLost."""
     me = Holder.me(command)
     local = FileLock(lock_file)
     local.acquire(me, wait=wait, say=say)
@@ -333,7 +379,7 @@ def cluster_lock(
         if client is not None:
             remote = EtcdLock(client, cluster)
             try:
-                remote.acquire(me, wait=wait, say=say)
+                remote.acquire(me, wait=wait, say=say, on_lost=on_lost)
             except EtcdApiError as exc:
                 if NOSPACE not in exc.etcd_message:
                     raise
@@ -349,7 +395,12 @@ def cluster_lock(
                 on_remote(remote.release)
         # Why there is no etcd lock was said already (no cluster, no quorum, NOSPACE).
         say(f"lock held: {lock_key(cluster) if remote else 'admin node only'}")
-        yield me
+        try:
+            yield me
+        except BaseException as exc:
+            if remote is not None and remote.lost:
+                raise lock_lost(cluster) from exc
+            raise
     finally:
         if remote is not None:
             remote.release()

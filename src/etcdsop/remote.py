@@ -8,6 +8,7 @@ always refused with the `ssh-keygen -R` fix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
@@ -132,6 +133,9 @@ def _host_key_policy(known_hosts: Path, strict: bool) -> paramiko.MissingHostKey
     return AcceptNew()
 
 
+ABORTED = "stopped: the cluster lock was lost, no further command runs here"
+
+
 class RemoteHost:
     """One SSH connection to one inventory host; commands run as root (or via sudo -n)."""
 
@@ -141,9 +145,12 @@ class RemoteHost:
         self.options = options
         self._client: paramiko.SSHClient | None = None
         self._resolved: _Resolved | None = None
+        self._aborted = False
 
     # -- connection ----------------------------------------------------------------
     def connect(self) -> None:
+        if self._aborted:
+            raise RemoteError(self.label, ABORTED)
         if self._client is not None:
             return
         import paramiko
@@ -199,6 +206,15 @@ class RemoteHost:
             self._client.close()
             self._client = None
 
+    def abort(self) -> None:
+        """From another thread: end every session to this host now (a read blocked in
+        one returns) and refuse any command from here on."""
+        self._aborted = True
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
     @property
     def is_root(self) -> bool:
         return self._resolved is None or self._resolved.user == "root"
@@ -240,9 +256,15 @@ class RemoteHost:
             rc = chan.recv_exit_status()
             chan.close()
         except TimeoutError as exc:
+            if self._aborted:
+                raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"timed out after {timeout:.0f}s: {command}") from exc
         except (OSError, EOFError) as exc:
+            if self._aborted:
+                raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"SSH failure running {command}: {_reason(exc)}") from exc
+        if self._aborted:  # the session was cut under it: whatever it read is partial
+            raise RemoteError(self.label, ABORTED)
         result = CommandResult(
             self.label, command, rc, out.decode(errors="replace"), err.decode(errors="replace")
         )
@@ -334,7 +356,11 @@ class RemoteHost:
                 self.label, f"sending {source} timed out ({total:.0f}s allowed): {command}"
             ) from exc
         except (OSError, EOFError) as exc:
+            if self._aborted:
+                raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"SSH failure sending {source}: {_reason(exc)}") from exc
+        if self._aborted:
+            raise RemoteError(self.label, ABORTED)
         result = CommandResult(
             self.label, command, rc, out.decode(errors="replace"), err.decode(errors="replace")
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.e2e.conftest import (
     WIPE,
     Bed,
     run_cli,
+    spawn,
 )
 from tests.e2e.test_create import client, unit_times
 from tests.faults.harness import Writer
@@ -34,6 +36,7 @@ from etcdsop import sandbox
 from etcdsop.errors import ClusterError
 from etcdsop.inventory import load_inventory
 from etcdsop.ops.packages import MARK
+from etcdsop.sandbox.net import Layout
 
 pytestmark = pytest.mark.e2e
 
@@ -350,3 +353,77 @@ def test_a_rerun_keeps_the_guard_while_an_apt_left_by_a_killed_run_still_runs(
     left = bed.ssh(host, "ls /usr/sbin/policy-rc.d*", check=False)
     assert left.returncode != 0, left.stdout  # ours gone once apt had ended
     assert unit_times(bed, [host])[host][0] == before  # the postinst did not restart etcd
+
+
+def _admin_cut_from_clients(ips: list[str], cut: bool) -> None:
+    """Drop (or let through again) what the admin node sends to the members' client
+    port: etcdsop cannot renew its lock, Patroni on h5/h6 still reaches etcd."""
+    layout = Layout(SUBNET_INDEX)
+    rules = (
+        "add table inet e2e-lock; "
+        "add chain inet e2e-lock input { type filter hook input priority 0; }; "
+        f"add rule inet e2e-lock input ip saddr {layout.gateway} tcp dport 2379 drop"
+    )
+    for ip in ips:
+        netns = layout.netns(int(ip.rsplit(".", 1)[1]) - 10)
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "nft", rules if cut else "delete table inet e2e-lock"],
+            check=cut,
+            capture_output=True,
+        )
+
+
+def test_a_lost_lock_stops_the_command_at_once_even_in_a_blocking_remote_step(
+    bed: Bed, cluster: tuple[Path, list[str]]
+) -> None:
+    """The lock's renewal goes unanswered while upgrade waits in one remote command
+    (an apt left by a killed run holds dpkg for a minute): the command must stop within
+    seconds, before the lease could expire and another operator take the lock, not
+    when that remote command returns. Nothing is changed after the loss; a re-run
+    once etcd answers again completes."""
+    inv, ips = cluster
+    host = ips[0]
+    target = local_version(bed, host).split("-")[0]
+    bed.ssh(
+        host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
+    )
+    bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
+    before = unit_times(bed, [host])[host][0]
+    bed.ssh(host, SLOW_HOOK.replace("sleep 20", "sleep 60"))
+    proc = spawn("upgrade", "-y", "--to", target, "--timeout", "120", "-i", str(inv))
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "waiting up to 120s" in line:
+                break
+        _admin_cut_from_clients(ips, cut=True)
+        cut_at = time.monotonic()
+        seen.append(proc.communicate(timeout=90)[1])
+        stopped_after = time.monotonic() - cut_at
+    finally:
+        proc.kill()
+        _admin_cut_from_clients(ips, cut=False)
+    out = "".join(seen)
+    apt_running = bed.ssh(host, "systemctl is-active e2e-slow-apt", check=False).stdout.strip()
+    guard = bed.ssh(host, "grep -c 'etcdsop upgrade' /usr/sbin/policy-rc.d", check=False).stdout
+    try:
+        assert proc.returncode == 2, out
+        assert "LOST the cluster lock" in out and "was lost" in out, out
+        # Lost 10 s after the last answered renewal, seen within one more try: well
+        # before the apt's minute (the old code stopped only when it ended).
+        assert stopped_after < 20, (stopped_after, out)
+        assert apt_running == "active"  # the remote wait was cut, not waited out
+        assert guard.strip() == "1"  # nothing removed after the loss
+        log = json.loads(run_cli("log", "-n", "1", "--json", "-i", str(inv)).stdout)
+        assert log[0]["outcome"] == "lock lost" and log[0]["exit_code"] == 2
+    finally:
+        bed.ssh(host, "while systemctl -q is-active e2e-slow-apt; do sleep 1; done", check=False)
+    again = run_cli("upgrade", "-y", "--to", target, "--wait", "30", "-i", str(inv), check=False)
+    purge = "dpkg-query -W -f '${Status}' slow-hook; dpkg --purge slow-hook >/dev/null"
+    hook = bed.ssh(host, purge, check=False).stdout
+    assert again.returncode == 0, again.stderr
+    assert hook == "install ok installed"
+    assert bed.ssh(host, "ls /usr/sbin/policy-rc.d*", check=False).returncode != 0
+    assert unit_times(bed, [host])[host][0] == before  # the postinst restarted no etcd

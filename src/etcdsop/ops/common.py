@@ -133,6 +133,14 @@ class Context:
         self._pki: Pki | None = None
         self.snapshots: list[str] = []  # taken during this run (for the audit trail)
         self._lock_release: Callable[[], None] | None = None
+        self.aborted = False  # the cluster lock was lost: no further change
+
+    def abort_all(self) -> None:
+        """From the lock's renewing thread when the lock is lost: every SSH session
+        ended now, and no remote step from here on."""
+        self.aborted = True
+        for host in list(self._hosts.values()):
+            host.abort()
 
     def set_lock_release(self, release: Callable[[], None]) -> None:
         self._lock_release = release
@@ -161,8 +169,14 @@ class Context:
     # -- SSH -----------------------------------------------------------------------
     def host(self, member: Member) -> RemoteHost:
         if member.ip not in self._hosts:
-            self._hosts[member.ip] = RemoteHost(member.ip, member.ssh, self.ssh)
+            self._hosts[member.ip] = self._new_host(member.ip, member.ssh)
         return self._hosts[member.ip]
+
+    def _new_host(self, label: str, ssh: SshTarget) -> RemoteHost:
+        host = RemoteHost(label, ssh, self.ssh)
+        if self.aborted:
+            host.abort()
+        return host
 
     def remote(self, name: str, ssh: SshTarget) -> RemoteHost:
         """A host that may be outside the etcd group (infra), closed with the others."""
@@ -170,7 +184,7 @@ class Context:
         if member is not None:
             return self.host(member)
         if name not in self._hosts:
-            self._hosts[name] = RemoteHost(name, ssh, self.ssh)
+            self._hosts[name] = self._new_host(name, ssh)
         return self._hosts[name]
 
     def connect(self, members: Sequence[Member]) -> None:

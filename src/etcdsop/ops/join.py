@@ -101,6 +101,8 @@ def join_member(
             promote_in_sync(ctx, voters, member, entry, promote_timeout)
         done = verify(ctx, voters, member, entry.id, learner=entry.is_learner and not promote)
     except (EtcdsopError, KeyboardInterrupt) as exc:
+        if ctx.aborted:
+            raise  # the lock is lost: another operator may act now; a re-run resumes
         why = exc.message if isinstance(exc, EtcdsopError) else "interrupted"
         interrupted = not isinstance(exc, EtcdsopError)
         raise undo(ctx, voters, member, state, why=why, interrupted=interrupted) from exc

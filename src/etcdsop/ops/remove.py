@@ -107,6 +107,10 @@ def destroy(ctx: Context, *, backup: bool, force_cleanup: bool = False) -> Remov
         cleanup = checking.result()
     if result.snapshot is not None:
         write_record(ctx.inventory, result.snapshot)
+    # Its lease cannot be renewed once the members stop: let it go rather than see it
+    # lost half-way through (the admin-node lock stays until the end).
+    if ctx.release_cluster_lock():
+        ctx.report.info("cluster lock released: it lives in the cluster being destroyed")
     ctx.report.phase(f"stop and remove etcd on {len(members)} host(s)")
     last = _leader_keeping_data(ctx, view, members)
     first = [m for m in members if m not in last]

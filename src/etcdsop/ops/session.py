@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from etcdsop import audit
-from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused
+from etcdsop.errors import ClusterError, EtcdsopError, GuardRefused, LockLost
 from etcdsop.etcd import EtcdApiError, EtcdClient
 from etcdsop.events import Reporter
-from etcdsop.lock import Holder, cluster_lock
+from etcdsop.lock import Holder, cluster_lock, lock_lost
 from etcdsop.ops.common import Context, leader_answer
 
 T = TypeVar("T")
@@ -47,15 +47,22 @@ def run_locked(
             say=reporter.info,
             nospace_ok=nospace_ok,
             on_remote=ctx.set_lock_release,
+            on_lost=ctx.abort_all,
         ) as holder:
             return fn(ctx, reporter)
     except GuardRefused as exc:
         outcome, code = "refused", exc.exit_code
         raise
+    except LockLost as exc:
+        outcome, code = "lock lost", exc.exit_code
+        raise
     except EtcdsopError as exc:
         outcome, code = "failed", exc.exit_code
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if ctx.aborted:  # the lock's SIGINT landed while its loss was being raised
+            outcome, code = "lock lost", 2
+            raise lock_lost(ctx.inventory.cluster) from exc
         outcome, code = "interrupted", 130
         raise
     except BaseException:
