@@ -16,14 +16,15 @@ def table(where: Path) -> str:
     sweeps = [r for r in rows if r["fault_points"] > 1]  # every burst of lines x 2 signals
     faults = [r for r in rows if r["fault_points"] == 1]  # one host or network fault
     lines = [
-        "| command | progress lines | fault points | converged | keys lost "
+        "| command | progress lines | bursts | fault points | converged | keys lost "
         "| longest write outage | where |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sweeps + faults:
         outage = f"{r['longest_outage_s']:.2f} s" if r["command"] not in NO_WRITER else "n/a"
         lines.append(
-            f"| {r['command']} | {r.get('progress_lines') or ''} | {r['fault_points']} "
+            f"| {r['command']} | {r.get('progress_lines') or ''} "
+            f"| {r['fault_points'] // 2 if r.get('progress_lines') else ''} | {r['fault_points']} "
             f"| {r['converged']} | {r['keys_lost']} "
             f"| {outage} | {r.get('longest_outage_began', '')} |"
         )
