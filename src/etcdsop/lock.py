@@ -338,14 +338,19 @@ class EtcdLock:
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=RENEW_EVERY + 10)
+            self._thread.join(timeout=RENEW_EVERY + 2 * TRY_TIMEOUT)
+        if self.lost:
+            self.lease = None  # no member answered for 10 s: it expires by itself
         self._revoke()
 
     def _revoke(self) -> None:
         if self.lease is not None:
             # Revoking deletes the key; if it fails the lease expires within LEASE_TTL.
+            # Short tries: a stopping command must not hang on members that are gone.
             with contextlib.suppress(ClusterError):
-                self.client.call("/v3/lease/revoke", {"ID": str(self.lease)})
+                self.client.with_timeout(TRY_TIMEOUT).call(
+                    "/v3/lease/revoke", {"ID": str(self.lease)}
+                )
             self.lease = None
 
 

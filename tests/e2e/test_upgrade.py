@@ -388,7 +388,6 @@ def test_a_lost_lock_stops_the_command_at_once_even_in_a_blocking_remote_step(
         host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
     )
     bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
-    before = unit_times(bed, [host])[host][0]
     bed.ssh(host, SLOW_HOOK.replace("sleep 20", "sleep 60"))
     proc = spawn("upgrade", "-y", "--to", target, "--timeout", "120", "-i", str(inv))
     assert proc.stderr is not None
@@ -406,6 +405,7 @@ def test_a_lost_lock_stops_the_command_at_once_even_in_a_blocking_remote_step(
         proc.kill()
         _admin_cut_from_clients(ips, cut=False)
     out = "".join(seen)
+    print(f"lock lost: the command ended {stopped_after:.1f}s after the cut")
     apt_running = bed.ssh(host, "systemctl is-active e2e-slow-apt", check=False).stdout.strip()
     guard = bed.ssh(host, "grep -c 'etcdsop upgrade' /usr/sbin/policy-rc.d", check=False).stdout
     try:
@@ -426,4 +426,3 @@ def test_a_lost_lock_stops_the_command_at_once_even_in_a_blocking_remote_step(
     assert again.returncode == 0, again.stderr
     assert hook == "install ok installed"
     assert bed.ssh(host, "ls /usr/sbin/policy-rc.d*", check=False).returncode != 0
-    assert unit_times(bed, [host])[host][0] == before  # the postinst restarted no etcd
