@@ -16,7 +16,6 @@ import base64
 import contextlib
 import fcntl
 import getpass
-import itertools
 import json
 import os
 import secrets
@@ -35,14 +34,18 @@ from etcdsop.etcd import EtcdApiError, EtcdClient, EtcdOutcomeUnknown
 LOCK_PREFIX = "/etcdsop/lock/"
 LEASE_TTL = 15  # seconds: a crashed holder frees the lock within this
 STALE_TTL = 9  # a holder's lease below this is not being renewed
-# The holder renews every RENEW_EVERY, one endpoint per try, each try bounded by
-# TRY_TIMEOUT (connect and read). The lock counts as lost LOST_AFTER seconds after the
-# last answered renewal was sent: the lease lives at least LEASE_TTL from then, and the
-# loss is seen at most one wait and one try later (about 12 s), so the command is being
-# stopped about 3 s before another operator could take the lock.
+# The holder renews every RENEW_EVERY, trying the members in turn (each try's connect
+# and read bounded by TRY_TIMEOUT) until one answers. A watch declares the lock lost
+# LOST_AFTER seconds after the last answered renewal was sent, by the clock: the lease
+# lives LEASE_TTL from then, so the command is being stopped 5 s before another
+# operator could take the lock.
 RENEW_EVERY = 2.0
 TRY_TIMEOUT = 2.0
 LOST_AFTER = 10.0
+WATCH_EVERY = 0.25
+# Sent to the main thread when the lock is lost; its handler raises KeyboardInterrupt
+# whatever SIGINT's disposition (a command started with `&` by a script ignores it).
+LOST_SIGNAL = signal.SIGUSR1
 POLL = 0.5
 NOSPACE = "database space exceeded"  # etcd's answer to writes under a NOSPACE alarm
 
@@ -184,9 +187,13 @@ class EtcdLock:
         self.key = lock_key(cluster)
         self.lease: int | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()  # "lost" and "released" never both
+        self._threads: list[threading.Thread] = []
         self._granted = 0.0  # time.monotonic() when the lease grant was sent
+        self._renewed = 0.0  # ... when the last answered renewal was sent
+        self._expired = False
         self.lost = False
+        self.signal_main = False  # LOST_SIGNAL to the main thread on loss (its handler set)
 
     def acquire(
         self,
@@ -294,51 +301,67 @@ class EtcdLock:
         return LEASE_TTL
 
     def _keep_alive(self, say: Callable[[str], None], on_lost: Callable[[], None] | None) -> None:
+        """Two threads: one renews the lease, one declares the loss by the clock (so a
+        try that hangs, a login included, never delays the verdict)."""
+        self._renewed = self._granted
         client = self.client.with_timeout(TRY_TIMEOUT)
-        endpoints = itertools.cycle(client.endpoints)  # a hung one costs one try only
-        main = threading.main_thread().ident
+        self._threads = [
+            threading.Thread(target=self._renew, args=(client,), name="etcdsop-lock", daemon=True),
+            threading.Thread(
+                target=self._watch, args=(say, on_lost), name="etcdsop-lock-watch", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-        def renew() -> None:
-            renewed = self._granted
-            while not self._stop.wait(RENEW_EVERY):
+    def _renew(self, client: EtcdClient) -> None:
+        """Every RENEW_EVERY; after a failed try, the next member at once (the one that
+        answered last is asked first)."""
+        endpoints = list(client.endpoints)
+        good = 0
+        while not self._stop.wait(RENEW_EVERY):
+            for step in range(len(endpoints)):
+                if self._stop.is_set() or self.lost:
+                    return
+                index = (good + step) % len(endpoints)
                 sent = time.monotonic()
-                expired = False
                 try:
                     data = client.call(
-                        "/v3/lease/keepalive", {"ID": str(self.lease)}, endpoint=next(endpoints)
+                        "/v3/lease/keepalive", {"ID": str(self.lease)}, endpoint=endpoints[index]
                     )
-                    if int(data.get("result", {}).get("TTL", 0) or 0) > 0:
-                        renewed = sent
-                        continue
-                    expired = True  # etcd says the lease is gone
                 except ClusterError:
-                    pass
-                if not expired and time.monotonic() - renewed < LOST_AFTER:
-                    continue  # the next try goes to another member
+                    continue
+                if int(data.get("result", {}).get("TTL", 0) or 0) <= 0:
+                    self._expired = True  # etcd says the lease is gone
+                    return
+                self._renewed, good = sent, index
+                break
+
+    def _watch(self, say: Callable[[str], None], on_lost: Callable[[], None] | None) -> None:
+        main = threading.main_thread().ident
+        while not self._stop.wait(WATCH_EVERY):
+            if not self._expired and time.monotonic() - self._renewed < LOST_AFTER:
+                continue
+            with self._guard:
                 if self._stop.is_set():
                     return  # released meanwhile: the command is ending anyway
-                # Another operator may take the lock soon: stop the command now, its
-                # SSH sessions ended (Ctrl-C alone does not end a blocking read) and
-                # the main thread interrupted; a re-run converges from there.
                 self.lost = True
-                say(
-                    f"LOST the cluster lock (no renewal answered for {LOST_AFTER:.0f}s): "
-                    "stopping now"
-                )
-                if on_lost is not None:
-                    with contextlib.suppress(Exception):
-                        on_lost()
-                if main is not None:
-                    signal.pthread_kill(main, signal.SIGINT)
-                return
-
-        self._thread = threading.Thread(target=renew, name="etcdsop-lock", daemon=True)
-        self._thread.start()
+            # Another operator may take the lock soon: stop the command now, its SSH
+            # sessions ended (Ctrl-C alone does not end a blocking read) and the main
+            # thread interrupted; a re-run converges from there.
+            say(f"LOST the cluster lock (no renewal answered for {LOST_AFTER:.0f}s): stopping now")
+            if on_lost is not None:
+                with contextlib.suppress(Exception):
+                    on_lost()
+            if self.signal_main and main is not None:
+                signal.pthread_kill(main, LOST_SIGNAL)
+            return
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=RENEW_EVERY + 2 * TRY_TIMEOUT)
+        with self._guard:  # after this, the watch never signals
+            self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=RENEW_EVERY + 2 * TRY_TIMEOUT)
         if self.lost:
             self.lease = None  # no member answered for 10 s: it expires by itself
         self._revoke()
@@ -376,6 +399,10 @@ def cluster_lock(
     (restore --force). on_lost is called from the renewing thread when the lock is
     lost (to end the command's remote work); the command then ends with LockLost."""
     me = Holder.me(command)
+    # While held, LOST_SIGNAL raises KeyboardInterrupt in the main thread. Off the main
+    # thread no handler can be set, and the lock's watch sends no signal.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(LOST_SIGNAL, _interrupted) if in_main else None
     local = FileLock(lock_file)
     local.acquire(me, wait=wait, say=say)
     remote: EtcdLock | None = None
@@ -383,6 +410,7 @@ def cluster_lock(
         client = cluster_client()
         if client is not None:
             remote = EtcdLock(client, cluster)
+            remote.signal_main = in_main
             try:
                 remote.acquire(me, wait=wait, say=say, on_lost=on_lost)
             except EtcdApiError as exc:
@@ -407,6 +435,14 @@ def cluster_lock(
                 raise lock_lost(cluster) from exc
             raise
     finally:
-        if remote is not None:
-            remote.release()
-        local.release()
+        try:
+            if remote is not None:
+                remote.release()
+            local.release()
+        finally:
+            if in_main:
+                signal.signal(LOST_SIGNAL, signal.SIG_DFL if previous is None else previous)
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt

@@ -146,6 +146,7 @@ class RemoteHost:
         self._client: paramiko.SSHClient | None = None
         self._resolved: _Resolved | None = None
         self._aborted = False
+        self._abort_lock = threading.Lock()  # abort() never misses a client being set
 
     # -- connection ----------------------------------------------------------------
     def connect(self) -> None:
@@ -199,18 +200,27 @@ class RemoteHost:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
-        self._client = client
+        with self._abort_lock:
+            if self.aborted:  # abort() came while connecting
+                client.close()
+                raise RemoteError(self.label, ABORTED)
+            self._client = client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
     def abort(self) -> None:
         """From another thread: end every session to this host now (a read blocked in
         one returns) and refuse any command from here on."""
-        self._aborted = True
-        client = self._client
+        with self._abort_lock:
+            self._aborted = True
+            client = self._client
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -233,6 +243,8 @@ class RemoteHost:
         check: bool = True,
     ) -> CommandResult:
         """Run argv; stdin (e.g. a secret or a file's content) is sent, then closed."""
+        import paramiko  # loaded by connect() already
+
         self.connect()
         assert self._client is not None
         command = self.command_text(argv)
@@ -242,6 +254,8 @@ class RemoteHost:
         if transport is None or not transport.is_active():
             raise RemoteError(self.label, "SSH connection lost")
         deadline = time.monotonic() + timeout
+        if self._aborted:
+            raise RemoteError(self.label, ABORTED)
         try:
             chan = transport.open_session(timeout=self.options.connect_timeout)
             chan.settimeout(timeout)
@@ -259,7 +273,7 @@ class RemoteHost:
             if self._aborted:
                 raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"timed out after {timeout:.0f}s: {command}") from exc
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             if self._aborted:
                 raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"SSH failure running {command}: {_reason(exc)}") from exc
@@ -325,6 +339,8 @@ class RemoteHost:
         """Run argv with source's bytes on stdin, read and sent in 1 MiB chunks (never
         whole in memory): each chunk waits at most chunk_timeout for the channel, the
         whole run ends by deadline (time.monotonic()). check as in run()."""
+        import paramiko  # loaded by connect() already
+
         self.connect()
         assert self._client is not None
         command = self.command_text(argv)
@@ -355,7 +371,7 @@ class RemoteHost:
             raise RemoteError(
                 self.label, f"sending {source} timed out ({total:.0f}s allowed): {command}"
             ) from exc
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             if self._aborted:
                 raise RemoteError(self.label, ABORTED) from exc
             raise RemoteError(self.label, f"SSH failure sending {source}: {_reason(exc)}") from exc

@@ -506,6 +506,15 @@ class ClusterRestart:
 
     def _finish(self, runner: PatroniNode, current: PatroniNode | None) -> None:
         """Resume only when every restarted Patroni is back; otherwise stay paused, loudly."""
+        if self.ctx.aborted:
+            # The lock is lost: another etcdsop may be restarting Patroni under this very
+            # pause now, and a resume by hand could let it fail over mid-way.
+            self.report.warn(
+                f"cluster {self.name} LEFT IN MAINTENANCE MODE (no automatic failover): the "
+                "cluster lock was lost mid-way. Do not resume it by hand: run the same "
+                "command again once etcd answers, it finishes the restarts and resumes it"
+            )
+            return
         if current is not None:
             # patronictl works from any host of the cluster: name one whose Patroni runs.
             where = next((n for n in self.nodes if n is not current), current)
