@@ -234,6 +234,21 @@ class RemoteHost:
         text = shlex.join(argv)
         return text if self.is_root else "sudo -n -- " + text
 
+    def _transport(self, argv: Sequence[str]) -> tuple[paramiko.Transport, str]:
+        """The live transport and the command text (logged) for argv; refused once
+        aborted."""
+        self.connect()
+        assert self._client is not None
+        command = self.command_text(argv)
+        if self.options.log:
+            self.options.log(self.label, command)
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(self.label, "SSH connection lost")
+        if self._aborted:
+            raise RemoteError(self.label, ABORTED)
+        return transport, command
+
     def run(
         self,
         argv: Sequence[str],
@@ -245,17 +260,8 @@ class RemoteHost:
         """Run argv; stdin (e.g. a secret or a file's content) is sent, then closed."""
         import paramiko  # loaded by connect() already
 
-        self.connect()
-        assert self._client is not None
-        command = self.command_text(argv)
-        if self.options.log:
-            self.options.log(self.label, command)
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(self.label, "SSH connection lost")
+        transport, command = self._transport(argv)
         deadline = time.monotonic() + timeout
-        if self._aborted:
-            raise RemoteError(self.label, ABORTED)
         try:
             chan = transport.open_session(timeout=self.options.connect_timeout)
             chan.settimeout(timeout)
@@ -341,14 +347,7 @@ class RemoteHost:
         whole run ends by deadline (time.monotonic()). check as in run()."""
         import paramiko  # loaded by connect() already
 
-        self.connect()
-        assert self._client is not None
-        command = self.command_text(argv)
-        if self.options.log:
-            self.options.log(self.label, command)
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(self.label, "SSH connection lost")
+        transport, command = self._transport(argv)
         total = deadline - time.monotonic()
         try:
             chan = transport.open_session(timeout=self.options.connect_timeout)
