@@ -310,6 +310,14 @@ while ! lslocks --noheadings --raw -o PATH | grep -q /var/lib/dpkg/lock; do slee
 """
 
 
+def leave_our_guard(bed: Bed, host: str) -> None:
+    """The policy-rc.d an upgrade killed mid-install leaves behind (ours, marked)."""
+    bed.ssh(
+        host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
+    )
+    bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
+
+
 def test_a_rerun_keeps_the_guard_while_an_apt_left_by_a_killed_run_still_runs(
     bed: Bed, cluster: tuple[Path, list[str]]
 ) -> None:
@@ -319,10 +327,7 @@ def test_a_rerun_keeps_the_guard_while_an_apt_left_by_a_killed_run_still_runs(
     inv, ips = cluster
     host = ips[0]
     target = local_version(bed, host).split("-")[0]
-    bed.ssh(
-        host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
-    )
-    bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
+    leave_our_guard(bed, host)
     before = unit_times(bed, [host])[host][0]
     bed.ssh(host, SLOW_HOOK)
     try:
@@ -384,10 +389,7 @@ def test_a_lost_lock_stops_the_command_at_once_even_in_a_blocking_remote_step(
     inv, ips = cluster
     host = ips[0]
     target = local_version(bed, host).split("-")[0]
-    bed.ssh(
-        host, f"printf '#!/bin/sh\\n%s\\nexit 101\\n' {shlex.quote(MARK)} > /usr/sbin/policy-rc.d"
-    )
-    bed.ssh(host, "chmod 0755 /usr/sbin/policy-rc.d")
+    leave_our_guard(bed, host)
     bed.ssh(host, SLOW_HOOK.replace("sleep 20", "sleep 60"))
     proc = spawn("upgrade", "-y", "--to", target, "--timeout", "120", "-i", str(inv))
     assert proc.stderr is not None

@@ -42,6 +42,19 @@ class Etcd:
         return {}
 
 
+def held(where: Path, etcd: Etcd, on_lost: Any, say: Any = None) -> Any:
+    """cluster_lock on the fake etcd, as session.run_locked takes it."""
+    return lock.cluster_lock(
+        where / "l",
+        lambda: etcd,  # type: ignore[arg-type,return-value]
+        "etcd",
+        "etcdsop add",
+        wait=0,
+        say=say or (lambda _s: None),
+        on_lost=on_lost,
+    )
+
+
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lock, "RENEW_EVERY", 0.05)
@@ -56,15 +69,7 @@ def test_a_lock_whose_renewals_go_unanswered_is_lost_and_stops_the_command(
     began = time.monotonic()
     with (
         pytest.raises(LockLost, match="was lost"),
-        lock.cluster_lock(
-            tmp_path / "l",
-            lambda: etcd,  # type: ignore[arg-type,return-value]
-            "etcd",
-            "etcdsop add",
-            wait=0,
-            say=said.append,
-            on_lost=lambda: aborted.append(time.monotonic() - began),
-        ),
+        held(tmp_path, etcd, lambda: aborted.append(time.monotonic() - began), said.append),
     ):
         time.sleep(0.3)  # renewed meanwhile: not lost
         assert not aborted
@@ -83,15 +88,7 @@ def test_a_renewal_that_hangs_does_not_delay_the_verdict(tmp_path: Path, fast: N
     began = time.monotonic()
     with (
         pytest.raises(LockLost),
-        lock.cluster_lock(
-            tmp_path / "l",
-            lambda: etcd,  # type: ignore[arg-type,return-value]
-            "etcd",
-            "etcdsop add",
-            wait=0,
-            say=lambda _s: None,
-            on_lost=lambda: aborted.append(time.monotonic() - began),
-        ),
+        held(tmp_path, etcd, lambda: aborted.append(time.monotonic() - began), lambda _s: None),
     ):
         etcd.down = True
         time.sleep(30)
@@ -100,15 +97,7 @@ def test_a_renewal_that_hangs_does_not_delay_the_verdict(tmp_path: Path, fast: N
 
 def test_a_released_lock_is_never_declared_lost(tmp_path: Path, fast: None) -> None:
     etcd, aborted = Etcd(), []
-    with lock.cluster_lock(
-        tmp_path / "l",
-        lambda: etcd,  # type: ignore[arg-type,return-value]
-        "etcd",
-        "etcdsop add",
-        wait=0,
-        say=lambda _s: None,
-        on_lost=lambda: aborted.append(True),
-    ):
+    with held(tmp_path, etcd, lambda: aborted.append(True), lambda _s: None):
         time.sleep(0.2)
     etcd.down = True
     time.sleep(1.0)  # past LOST_AFTER with nothing answering: released, so no verdict
